@@ -1,0 +1,171 @@
+// The contract between the TypeScript control plane and the C++ addon (native/addon.cc).
+// Everything the daemon needs from the kernel goes through one object of this shape, so tests of
+// TypeScript logic can inject a fake (see test/unit/fake-binding.ts) while integration tests in
+// the VM use the real addon against the real driver.
+
+/** struct ublksrv_ctrl_dev_info, as the kernel reports it. */
+export interface CtrlDevInfo {
+  nrHwQueues: number;
+  queueDepth: number;
+  /** UBLK_S_DEV_*: 0 DEAD, 1 LIVE, 2 QUIESCED, 3 FAIL_IO */
+  state: number;
+  maxIoBufBytes: number;
+  devId: number;
+  ublksrvPid: number;
+  /** UBLK_F_* negotiated with the kernel */
+  flags: bigint;
+  ublksrvFlags: bigint;
+  ownerUid: number;
+  ownerGid: number;
+}
+
+export interface AddDevRequest {
+  /** -1 lets the kernel choose */
+  devId: number;
+  nrHwQueues: number;
+  queueDepth: number;
+  maxIoBufBytes: number;
+  flags: bigint;
+  ublksrvFlags?: bigint;
+}
+
+export interface BasicParams {
+  /** UBLK_ATTR_*: READ_ONLY 1, ROTATIONAL 2, VOLATILE_CACHE 4, FUA 8 */
+  attrs: number;
+  logicalBsShift: number;
+  physicalBsShift: number;
+  ioOptShift: number;
+  ioMinShift: number;
+  maxSectors: number;
+  chunkSectors: number;
+  devSectors: bigint;
+  virtBoundaryMask: bigint;
+}
+
+export interface DiscardParams {
+  discardAlignment: number;
+  discardGranularity: number;
+  maxDiscardSectors: number;
+  maxWriteZeroesSectors: number;
+  maxDiscardSegments: number;
+}
+
+export interface DevtParams {
+  charMajor: number;
+  charMinor: number;
+  diskMajor: number;
+  diskMinor: number;
+}
+
+export interface DmaParams {
+  alignment: number;
+}
+
+export interface SegmentParams {
+  segBoundaryMask: bigint;
+  maxSegmentSize: number;
+  maxSegments: number;
+}
+
+/** struct ublk_params; which members are present decides `types`. */
+export interface UblkParams {
+  basic: BasicParams;
+  discard?: DiscardParams;
+  /** read-only, returned by GET_PARAMS; never sent */
+  devt?: DevtParams;
+  dma?: DmaParams;
+  seg?: SegmentParams;
+}
+
+/** How the queue threads move data; the native side picks its path from this, in one place. */
+export type DataMode = 'copy' | 'user_copy' | 'zc_auto' | 'zc_explicit';
+
+export type TargetKind = 'loop' | 'null';
+
+export interface ServeOptions {
+  devId: number;
+  nrQueues: number;
+  depth: number;
+  maxIoBufBytes: number;
+  mode: DataMode;
+  target: TargetKind;
+  /** loop: the backing file or block device */
+  backingPath?: string;
+  /** loop: open with O_DIRECT (default true) */
+  directIo?: boolean;
+  /** loop: open read-only */
+  readOnly?: boolean;
+  /** loop: byte offset into the backing file where the disk starts */
+  offsetBytes?: number;
+}
+
+/** One queue's counters, read from native memory on demand (never pushed per I/O). */
+export interface QueueStats {
+  queueId: number;
+  tid: number;
+  /** per op name: read, write, flush, discard, write_zeroes, other */
+  ops: Record<string, number>;
+  bytes: Record<string, number>;
+  errors: Record<string, number>;
+  inflight: number;
+  /** latency histogram: count of I/Os whose latency is <= bucketsUs[i] microseconds; last is +Inf */
+  latencyBucketsUs: number[];
+  latencyCounts: number[];
+  latencySumUs: number;
+  /** calls into JavaScript made from this queue thread (must stay 0) */
+  jsCalls: number;
+  /** heap allocations made by this queue thread after it reported ready (must stay 0) */
+  allocsAfterReady: number;
+}
+
+export interface QueueExitEvent {
+  queueId: number;
+  /** 0 for a normal exit (device stopped), negative errno otherwise */
+  error: number;
+  message: string;
+}
+
+/** The native server of one device: its /dev/ublkcN, its queue threads and rings. */
+export interface NativeServer {
+  /**
+   * Opens /dev/ublkcN, starts one thread per queue; each creates its ring, mmaps its descriptors
+   * and FETCHes every tag. Resolves with the queue threads' tids once every queue is ready, i.e.
+   * when START_DEV may be sent.
+   */
+  start(): Promise<number[]>;
+  /**
+   * Ends the queue threads and joins them. Call after STOP_DEV (the kernel aborts the fetched
+   * commands); with `force` the threads are told to leave even if commands are still pending.
+   */
+  stop(force?: boolean): Promise<void>;
+  stats(): QueueStats[];
+  /** A queue thread ended on its own (device stopped or error). Called from the main thread. */
+  onQueueExit(cb: (ev: QueueExitEvent) => void): void;
+}
+
+export interface NativeBinding {
+  /** Addon and liburing versions, for `ublk-ts features` and build info. */
+  versions(): { addon: string; liburing: string };
+  /** UBLK_F_* the running kernel supports (GET_FEATURES). */
+  getFeatures(): Promise<bigint>;
+  addDev(req: AddDevRequest): Promise<CtrlDevInfo>;
+  delDev(devId: number): Promise<void>;
+  startDev(devId: number, pid: number): Promise<void>;
+  stopDev(devId: number): Promise<void>;
+  setParams(devId: number, params: UblkParams): Promise<void>;
+  getParams(devId: number): Promise<UblkParams>;
+  getDevInfo(devId: number): Promise<CtrlDevInfo>;
+  startUserRecovery(devId: number): Promise<void>;
+  endUserRecovery(devId: number, pid: number): Promise<void>;
+  createServer(opts: ServeOptions): NativeServer;
+  /** sd_notify(3) without libsystemd: sends `state` to $NOTIFY_SOCKET; false when unset. */
+  sdNotify(state: string): boolean;
+}
+
+/** Errors from the addon carry the kernel's errno. */
+export interface NativeError extends Error {
+  errno: number;
+  code: string;
+  /** the ublk command or syscall that failed, e.g. "ADD_DEV" */
+  op: string;
+}

@@ -1,0 +1,142 @@
+#include "device.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <set>
+#include <thread>
+
+namespace ublk {
+
+Device::Device(const DeviceConfig &cfg, const TargetOpts &topts) : cfg_(cfg), topts_(topts) {
+  register_device(this);
+}
+
+Device::~Device() {
+  request_stop(true);
+  join_and_close();
+  unregister_device(this);
+}
+
+namespace {
+
+// /dev/ublkcN appears when ADD_DEV returns on devtmpfs, but udev may still be renaming or
+// chmod-ing it: retry briefly rather than fail a fresh device.
+int open_char_dev(__u32 dev_id) {
+  char path[64];
+  snprintf(path, sizeof(path), "/dev/ublkc%u", dev_id);
+  for (int i = 0; i < 300; i++) {
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd >= 0) return fd;
+    if (errno != ENOENT && errno != EACCES) return -errno;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return -errno;
+}
+
+}  // namespace
+
+int Device::start(std::vector<int> &tids, std::string &why, ExitFn on_exit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int fd = open_char_dev(cfg_.dev_id);
+  if (fd < 0) {
+    why = "open /dev/ublkc" + std::to_string(cfg_.dev_id);
+    return fd;
+  }
+  cfg_.ublkc_fd = fd;
+
+  int ret = cfg_.target->init(cfg_, topts_, why);
+  if (ret < 0) {
+    close(cfg_.ublkc_fd);
+    cfg_.ublkc_fd = -1;
+    return ret;
+  }
+  target_open_ = true;
+
+  struct Wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    unsigned reported = 0;
+    int err = 0;
+    std::string why;
+  };
+  auto wait = std::make_shared<Wait>();
+  queues_.reserve(cfg_.nr_queues);  // no reallocation while a concurrent stop walks the list
+  for (unsigned q = 0; q < cfg_.nr_queues; q++) {
+    queues_.emplace_back(new Queue(cfg_, q));
+    queues_.back()->start(
+        [wait, q](int err, const std::string &w) {
+          std::lock_guard<std::mutex> l(wait->mu);
+          if (err < 0 && wait->err == 0) {
+            wait->err = err;
+            wait->why = "queue " + std::to_string(q) + ": " + w;
+          }
+          wait->reported++;
+          wait->cv.notify_all();
+        },
+        [on_exit, q](int err, const std::string &msg) { on_exit(q, err, msg); });
+  }
+  {
+    std::unique_lock<std::mutex> l(wait->mu);
+    wait->cv.wait(l, [&] { return wait->reported == cfg_.nr_queues; });
+  }
+  if (wait->err < 0) {
+    why = wait->why;
+    for (auto &q : queues_) q->request_stop(true);
+    for (auto &q : queues_) q->join();
+    queues_.clear();
+    cfg_.target->deinit(cfg_);
+    target_open_ = false;
+    close(cfg_.ublkc_fd);
+    cfg_.ublkc_fd = -1;
+    return wait->err;
+  }
+  for (auto &q : queues_) tids.push_back(q->tid());
+  return 0;
+}
+
+void Device::request_stop(bool force) {
+  // Not under mu_: start() holds it while waiting for the queues, and a stop must reach them.
+  // queues_ only changes under mu_ in start() before it returns, and in join_and_close().
+  for (auto &q : queues_) q->request_stop(force);
+}
+
+void Device::join_and_close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto &q : queues_) q->join();
+  // The queues (and their rings) go before the char device closes: DEL_DEV waits for both.
+  queues_.clear();
+  if (target_open_) cfg_.target->deinit(cfg_);
+  target_open_ = false;
+  if (cfg_.ublkc_fd >= 0) close(cfg_.ublkc_fd);
+  cfg_.ublkc_fd = -1;
+}
+
+namespace {
+std::mutex g_devices_mu;
+std::set<Device *> g_devices;
+}  // namespace
+
+void register_device(Device *d) {
+  std::lock_guard<std::mutex> l(g_devices_mu);
+  g_devices.insert(d);
+}
+
+void unregister_device(Device *d) {
+  std::lock_guard<std::mutex> l(g_devices_mu);
+  g_devices.erase(d);
+}
+
+void stop_all_devices() {
+  std::set<Device *> all;
+  {
+    std::lock_guard<std::mutex> l(g_devices_mu);
+    all = g_devices;
+  }
+  for (Device *d : all) d->request_stop(true);
+  for (Device *d : all) d->join_and_close();
+}
+
+}  // namespace ublk

@@ -1,0 +1,509 @@
+#include "queue.h"
+
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "target.h"
+
+namespace ublk {
+
+namespace {
+
+uint64_t now_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+size_t page_round(size_t n) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  return (n + page - 1) / page * page;
+}
+
+unsigned pow2_at_least(unsigned n) {
+  unsigned p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+// How long a graceful stop waits for the kernel to abort our commands before leaving anyway
+// (closing the ring cancels whatever is left).
+constexpr uint64_t kStopGraceNs = 5ULL * 1000000000ULL;
+
+constexpr int kFixedUblkc = 0;
+constexpr int kFixedBacking = 1;
+
+}  // namespace
+
+Queue::Queue(const DeviceConfig &cfg, unsigned q_id) : cfg_(cfg), q_id_(q_id) {
+  // Created here, not on the queue thread, so request_stop() never races with its creation.
+  wake_fd_ = eventfd(0, EFD_CLOEXEC);
+}
+
+Queue::~Queue() {
+  request_stop(true);
+  join();
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void Queue::start(std::function<void(int, const std::string &)> ready,
+                  std::function<void(int, const std::string &)> exited) {
+  thread_ = std::thread([this, ready, exited] {
+    tid_.store((int)syscall(SYS_gettid));
+    char name[16];
+    snprintf(name, sizeof(name), "ublk%u-q%u", cfg_.dev_id, q_id_);
+    pthread_setname_np(pthread_self(), name);
+
+    std::string why;
+    int ret = setup(why);
+    ready(ret, why);
+    if (ret != 0) {
+      teardown();
+      return;
+    }
+    int err = 0;
+    std::string msg;
+    loop();
+    if (loop_err_ != 0) {
+      err = loop_err_;
+      msg = loop_msg_;
+    }
+    teardown();
+    // The queue thread's one call into JavaScript, counted so tests can see it is the only one.
+    QueueCounters::bump(counters_.js_calls);
+    exited(err, msg);
+  });
+}
+
+void Queue::request_stop(bool force) {
+  if (force) force_stop_.store(true);
+  stop_requested_.store(true);
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    ssize_t r = write(wake_fd_, &one, sizeof(one));
+    (void)r;
+  }
+}
+
+void Queue::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+// ---- setup, on the queue thread ---------------------------------------------------------------
+
+int Queue::setup(std::string &why) {
+  const unsigned depth = cfg_.depth;
+  // Every tag has at most four SQEs in flight (register, rw, unregister, commit).
+  unsigned entries = pow2_at_least(depth * 4 < 32 ? 32 : depth * 4);
+
+  // The fastest setup first; older kernels reject the newer flags with EINVAL.
+  const unsigned flag_sets[] = {
+      IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+      IORING_SETUP_COOP_TASKRUN,
+      0,
+  };
+  int ret = -EINVAL;
+  for (unsigned flags : flag_sets) {
+    ret = io_uring_queue_init(entries, &ring_, flags);
+    if (ret != -EINVAL) break;
+  }
+  if (ret < 0) {
+    why = "io_uring_queue_init";
+    return ret;
+  }
+  ring_ok_ = true;
+
+  int fds[2] = {cfg_.ublkc_fd, cfg_.backing_fd};
+  ret = io_uring_register_files(&ring_, fds, 2);
+  if (ret < 0) {
+    why = "io_uring_register_files";
+    return ret;
+  }
+
+  if (cfg_.mode == DataMode::ZcAuto || cfg_.mode == DataMode::ZcExplicit) {
+    // Buffer-table slot `tag` receives the request's pages (auto or by REGISTER_IO_BUF).
+    ret = io_uring_register_buffers_sparse(&ring_, depth);
+    if (ret < 0) {
+      why = "io_uring_register_buffers_sparse";
+      return ret;
+    }
+  }
+
+  descs_len_ = page_round(depth * sizeof(io_desc));
+  off_t off = (off_t)(kCmdBufOffset + q_id_ * page_round(kMaxQueueDepth * sizeof(io_desc)));
+  void *m = mmap(nullptr, descs_len_, PROT_READ, MAP_SHARED | MAP_POPULATE, cfg_.ublkc_fd, off);
+  if (m == MAP_FAILED) {
+    why = "mmap of the descriptor array";
+    return -errno;
+  }
+  descs_ = (io_desc *)m;
+
+  slots_ = new (std::nothrow) IoSlot[depth];
+  if (!slots_) {
+    why = "allocating tags";
+    return -ENOMEM;
+  }
+  if (cfg_.mode == DataMode::Copy || cfg_.mode == DataMode::UserCopy) {
+    // One buffer per tag, page aligned for O_DIRECT; anonymous memory is only backed once used.
+    bufs_len_ = (size_t)depth * cfg_.max_io_buf_bytes;
+    void *b = mmap(nullptr, bufs_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (b == MAP_FAILED) {
+      why = "allocating I/O buffers";
+      return -errno;
+    }
+    bufs_ = (uint8_t *)b;
+    for (unsigned t = 0; t < depth; t++) slots_[t].buf = bufs_ + (size_t)t * cfg_.max_io_buf_bytes;
+  }
+
+  if (wake_fd_ < 0) {
+    why = "eventfd";
+    return -EMFILE;
+  }
+  arm_wake();
+
+  for (unsigned t = 0; t < depth; t++) queue_fetch(t, false, 0);
+  ret = io_uring_submit(&ring_);
+  if (ret < 0) {
+    why = "submitting FETCH";
+    return ret;
+  }
+  // A FETCH the kernel refuses (bad flags, wrong task) fails at once: catch it before START_DEV.
+  struct io_uring_cqe *cqe;
+  while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
+    int res = cqe->res;
+    Kind kind = user_data_kind(cqe->user_data);
+    io_uring_cqe_seen(&ring_, cqe);
+    if (kind == Kind::UblkCmd && res < 0) {
+      why = "FETCH_REQ";
+      return res;
+    }
+  }
+  if (stop_requested_.load()) {
+    why = "stopped during setup";
+    return -ECANCELED;
+  }
+  return 0;
+}
+
+void Queue::teardown() {
+  // Closing the ring cancels every command still owned by the kernel.
+  if (ring_ok_) {
+    io_uring_queue_exit(&ring_);
+    ring_ok_ = false;
+  }
+  if (descs_) munmap(descs_, descs_len_);
+  descs_ = nullptr;
+  if (bufs_) munmap(bufs_, bufs_len_);
+  bufs_ = nullptr;
+  delete[] slots_;
+  slots_ = nullptr;
+}
+
+// ---- the loop ---------------------------------------------------------------------------------
+
+void Queue::loop() {
+  uint64_t deadline = 0;
+  for (;;) {
+    bool idle = cmds_inflight_ == 0 && data_inflight_ == 0;
+    if (stop_requested_.load()) {
+      if (force_stop_.load() && data_inflight_ == 0) break;
+      if (stopping_ && idle) break;
+      uint64_t now = now_ns();
+      if (!deadline) deadline = now + kStopGraceNs;
+      if (now > deadline && data_inflight_ == 0) break;
+    } else if (stopping_ && idle) {
+      break;  // the device was stopped from elsewhere and every command came back
+    }
+
+    struct io_uring_cqe *cqe = nullptr;
+    int ret;
+    if (stop_requested_.load()) {
+      struct __kernel_timespec ts = {0, 100 * 1000 * 1000};
+      ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    } else {
+      ret = io_uring_submit_and_wait(&ring_, 1);
+    }
+    if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN) {
+      loop_err_ = ret;
+      loop_msg_ = "io_uring_submit_and_wait";
+      break;
+    }
+
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      on_cqe(cqe);
+      seen++;
+    }
+    io_uring_cq_advance(&ring_, seen);
+  }
+}
+
+void Queue::arm_wake() {
+  struct io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_read(sqe, wake_fd_, &wake_buf_, sizeof(wake_buf_), 0);
+  sqe->user_data = make_user_data(Kind::Wake, 0);
+}
+
+struct io_uring_sqe *Queue::get_sqe() {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&ring_);
+  if (!sqe) {
+    io_uring_submit(&ring_);  // the SQ is sized for the worst case; this is only a safety valve
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  return sqe;
+}
+
+struct io_uring_sqe *Queue::get_target_sqe(unsigned tag) {
+  struct io_uring_sqe *sqe = get_sqe();
+  data_inflight_++;
+  // liburing's prep helpers leave user_data alone, so the caller may prep after this.
+  sqe->user_data = make_user_data(Kind::TargetOther, tag);
+  return sqe;
+}
+
+void Queue::on_cqe(const struct io_uring_cqe *cqe) {
+  Kind kind = user_data_kind(cqe->user_data);
+  unsigned tag = user_data_tag(cqe->user_data);
+  switch (kind) {
+    case Kind::UblkCmd:
+      on_ublk_cmd(tag, cqe->res);
+      break;
+    case Kind::TargetOther:
+      data_inflight_--;
+      cfg_.target->io_done(*this, tag, cqe->res);
+      break;
+    case Kind::Wake:
+      if (!stop_requested_.load()) arm_wake();
+      break;
+    default:
+      on_data_cqe(kind, tag, cqe->res);
+      break;
+  }
+}
+
+// ---- ublk commands ----------------------------------------------------------------------------
+
+__u64 Queue::cmd_addr(unsigned tag) const {
+  return cfg_.mode == DataMode::Copy ? (__u64)(uintptr_t)slots_[tag].buf : 0;
+}
+
+void Queue::queue_fetch(unsigned tag, bool commit, int result) {
+  struct io_uring_sqe *sqe = get_sqe();
+  io_uring_prep_rw(IORING_OP_URING_CMD, sqe, kFixedUblkc, nullptr, 0, 0);
+  sqe->flags = IOSQE_FIXED_FILE;
+  sqe->cmd_op = commit ? kIoCommitAndFetchReq : kIoFetchReq;
+  if (cfg_.mode == DataMode::ZcAuto) {
+    // The kernel installs the next request's pages at buffer index `tag` before the CQE; with
+    // FALLBACK a failed installation is reported through NEED_REG_BUF instead of failing.
+    sqe->addr = auto_buf_reg_addr((__u16)tag, kAutoBufRegFallback);
+  }
+  io_cmd *cmd = (io_cmd *)sqe->cmd;
+  cmd->q_id = (__u16)q_id_;
+  cmd->tag = (__u16)tag;
+  cmd->result = result;
+  cmd->addr = cmd_addr(tag);
+  sqe->user_data = make_user_data(Kind::UblkCmd, tag);
+  cmds_inflight_++;
+}
+
+void Queue::on_ublk_cmd(unsigned tag, int res) {
+  cmds_inflight_--;
+  if (res == kIoResOk) {
+    IoSlot &s = slots_[tag];
+    s.busy = true;
+    s.start_ns = now_ns();
+    QueueCounters::bump(counters_.inflight);
+    cfg_.target->queue_io(*this, tag);
+    return;
+  }
+  // ABORT: the device is stopping (or the server is being replaced). Anything else means the
+  // kernel refused a command of ours; either way this tag is not fetched again.
+  stopping_ = true;
+  if (res != kIoResAbort && loop_err_ == 0 && !stop_requested_.load()) {
+    loop_err_ = res;
+    loop_msg_ = "COMMIT_AND_FETCH_REQ";
+  }
+}
+
+void Queue::complete(unsigned tag, int result) {
+  IoSlot &s = slots_[tag];
+  const io_desc &d = descs_[tag];
+  unsigned op = stat_index(desc_op(&d));
+  uint64_t lat_us = (now_ns() - s.start_ns) / 1000;
+  counters_.record(op, result > 0 ? (uint64_t)result : 0, result < 0, lat_us);
+  counters_.inflight.store(counters_.inflight.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  s.busy = false;
+  queue_fetch(tag, true, result);
+}
+
+// ---- the data path: the one place that knows the data modes ----------------------------------
+
+bool Queue::need_manual_reg(unsigned tag) const {
+  if (cfg_.mode == DataMode::ZcExplicit) return true;
+  return cfg_.mode == DataMode::ZcAuto && (descs_[tag].op_flags & kIoFNeedRegBuf);
+}
+
+void Queue::start_data_rw(unsigned tag, bool write, __u64 file_off, __u32 len, bool fua) {
+  IoSlot &s = slots_[tag];
+  s.write = write;
+  s.fua = fua;
+  s.file_off = file_off;
+  s.len = len;
+  s.done = 0;
+  s.error = 0;
+  s.uc_second = false;
+  s.manual_reg = need_manual_reg(tag);
+  submit_data_step(tag);
+}
+
+void Queue::start_zc_touch(unsigned tag, __u32 len) {
+  IoSlot &s = slots_[tag];
+  s.len = len;
+  s.done = len;  // nothing to move: register + unregister only
+  s.error = 0;
+  s.uc_second = true;
+  s.manual_reg = true;
+
+  struct io_uring_sqe *reg = get_sqe();
+  io_uring_prep_rw(IORING_OP_URING_CMD, reg, kFixedUblkc, nullptr, 0, 0);
+  reg->flags = IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
+  reg->cmd_op = kIoRegisterIoBuf;
+  io_cmd *c = (io_cmd *)reg->cmd;
+  c->q_id = (__u16)q_id_;
+  c->tag = (__u16)tag;
+  c->addr = tag;
+  reg->user_data = make_user_data(Kind::RegBuf, tag);
+
+  struct io_uring_sqe *unreg = get_sqe();
+  io_uring_prep_rw(IORING_OP_URING_CMD, unreg, kFixedUblkc, nullptr, 0, 0);
+  unreg->flags = IOSQE_FIXED_FILE;
+  unreg->cmd_op = kIoUnregisterIoBuf;
+  c = (io_cmd *)unreg->cmd;
+  c->q_id = (__u16)q_id_;
+  c->tag = (__u16)tag;
+  c->addr = tag;
+  unreg->user_data = make_user_data(Kind::UnregBuf, tag);
+
+  s.pending = 1;
+  data_inflight_ += 1;
+}
+
+// Submits the next piece of a request's data movement, resuming after `done` bytes.
+void Queue::submit_data_step(unsigned tag) {
+  IoSlot &s = slots_[tag];
+  const __u32 left = s.len - s.done;
+
+  if (cfg_.mode == DataMode::Copy || cfg_.mode == DataMode::UserCopy) {
+    struct io_uring_sqe *sqe = get_sqe();
+    // User copy moves the data in two steps through the tag's buffer: a WRITE request is first
+    // read out of /dev/ublkcN, then written to the file; a READ request goes the other way.
+    bool uc_step = cfg_.mode == DataMode::UserCopy && (s.write != s.uc_second);
+    if (uc_step) {
+      __u64 off = user_copy_offset(q_id_, tag, s.done);
+      if (s.write) io_uring_prep_read(sqe, kFixedUblkc, s.buf + s.done, left, off);
+      else io_uring_prep_write(sqe, kFixedUblkc, s.buf + s.done, left, off);
+      sqe->user_data = make_user_data(Kind::UcCopy, tag);
+    } else {
+      __u64 off = s.file_off + s.done;
+      if (s.write) io_uring_prep_write(sqe, kFixedBacking, s.buf + s.done, left, off);
+      else io_uring_prep_read(sqe, kFixedBacking, s.buf + s.done, left, off);
+      if (s.write && s.fua) sqe->rw_flags = RWF_DSYNC;
+      sqe->user_data = make_user_data(Kind::DataRw, tag);
+    }
+    sqe->flags = IOSQE_FIXED_FILE;
+    s.pending = 1;
+    data_inflight_ += 1;
+    return;
+  }
+
+  // Zero copy: the request's pages sit at buffer index `tag`; the fixed-buffer "address" is the
+  // byte offset into the request.
+  struct io_uring_sqe *reg = nullptr;
+  if (s.manual_reg) {
+    reg = get_sqe();
+    io_uring_prep_rw(IORING_OP_URING_CMD, reg, kFixedUblkc, nullptr, 0, 0);
+    // HARDLINK: the unregister must run even if the I/O fails, or the request never completes.
+    reg->flags = IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
+    reg->cmd_op = kIoRegisterIoBuf;
+    io_cmd *c = (io_cmd *)reg->cmd;
+    c->q_id = (__u16)q_id_;
+    c->tag = (__u16)tag;
+    c->addr = tag;
+    reg->user_data = make_user_data(Kind::RegBuf, tag);
+  }
+
+  struct io_uring_sqe *rw = get_sqe();
+  void *addr = (void *)(uintptr_t)s.done;
+  __u64 off = s.file_off + s.done;
+  if (s.write) io_uring_prep_write_fixed(rw, kFixedBacking, addr, left, off, (int)tag);
+  else io_uring_prep_read_fixed(rw, kFixedBacking, addr, left, off, (int)tag);
+  if (s.write && s.fua) rw->rw_flags = RWF_DSYNC;
+  rw->flags = IOSQE_FIXED_FILE | (s.manual_reg ? IOSQE_IO_HARDLINK : 0);
+  rw->user_data = make_user_data(Kind::DataRw, tag);
+  s.pending = 1;
+
+  if (s.manual_reg) {
+    struct io_uring_sqe *unreg = get_sqe();
+    io_uring_prep_rw(IORING_OP_URING_CMD, unreg, kFixedUblkc, nullptr, 0, 0);
+    unreg->flags = IOSQE_FIXED_FILE;
+    unreg->cmd_op = kIoUnregisterIoBuf;
+    io_cmd *c = (io_cmd *)unreg->cmd;
+    c->q_id = (__u16)q_id_;
+    c->tag = (__u16)tag;
+    c->addr = tag;
+    unreg->user_data = make_user_data(Kind::UnregBuf, tag);
+    s.pending = 2;
+  }
+  data_inflight_ += s.pending;
+}
+
+void Queue::on_data_cqe(Kind kind, unsigned tag, int res) {
+  IoSlot &s = slots_[tag];
+  if (kind == Kind::RegBuf) {
+    // Only failures produce this CQE (CQE_SKIP_SUCCESS); it was not counted as pending.
+    if (res < 0 && s.error == 0) s.error = res;
+    return;
+  }
+  data_inflight_--;
+  s.pending--;
+  if (kind == Kind::UnregBuf) {
+    if (res < 0 && s.error == 0) s.error = res;
+  } else if (res < 0) {
+    if (s.error == 0) s.error = res;
+  } else if (res == 0 && s.done < s.len) {
+    // End of file inside the disk: the backing file shrank under us.
+    if (s.error == 0) s.error = -EIO;
+  } else {
+    s.done += (__u32)res;
+  }
+  if (s.pending > 0) return;  // zero copy: wait for the unregister
+
+  if (s.error == -EAGAIN) {
+    s.error = 0;
+    submit_data_step(tag);
+    return;
+  }
+  if (s.error < 0) {
+    complete(tag, s.error);
+    return;
+  }
+  if (s.done < s.len) {  // short read or write: move the rest
+    submit_data_step(tag);
+    return;
+  }
+  if (cfg_.mode == DataMode::UserCopy && !s.uc_second) {
+    s.uc_second = true;
+    s.done = 0;
+    submit_data_step(tag);
+    return;
+  }
+  complete(tag, (int)s.len);
+}
+
+}  // namespace ublk

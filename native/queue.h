@@ -1,0 +1,145 @@
+// One hardware queue of a ublk device: its own thread, its own io_uring, its descriptor array.
+//
+// Per tag the loop is FETCH -> (target handles the request) -> COMMIT_AND_FETCH, all on this
+// thread's ring, together with the target's own I/O on the backing file. Everything a request
+// needs is allocated before the queue reports ready; the per-I/O path allocates nothing, makes
+// no JavaScript call and no syscall beyond the ring's own submit-and-wait.
+#pragma once
+
+#include <liburing.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "stats.h"
+#include "ublk_cmd.h"
+
+namespace ublk {
+
+// How request data moves between the block layer and the backing file, fastest last.
+enum class DataMode { Copy, UserCopy, ZcAuto, ZcExplicit };
+
+struct TargetOps;
+
+struct DeviceConfig {
+  __u32 dev_id = 0;
+  unsigned nr_queues = 1;
+  unsigned depth = 128;
+  unsigned max_io_buf_bytes = 512 * 1024;
+  DataMode mode = DataMode::Copy;
+  const TargetOps *target = nullptr;
+  int ublkc_fd = -1;    // registered file 0 on every queue ring
+  int backing_fd = -1;  // registered file 1 (loop); -1 for targets without a file
+  __u64 offset_bytes = 0;
+  bool read_only = false;
+};
+
+// user_data layout of every SQE this engine submits: what it is, and for which tag.
+enum class Kind : uint8_t {
+  UblkCmd = 0,     // FETCH / COMMIT_AND_FETCH
+  DataRw = 1,      // backing-file read/write carrying request data (all data modes)
+  UcCopy = 2,      // user copy: the pread/pwrite on /dev/ublkcN
+  RegBuf = 3,      // zero copy: REGISTER_IO_BUF (its CQE only shows up on failure)
+  UnregBuf = 4,    // zero copy: UNREGISTER_IO_BUF
+  TargetOther = 5, // flush, discard, write-zeroes: handled by the target's io_done
+  Wake = 6,        // the eventfd that wakes the loop for stop
+};
+
+inline __u64 make_user_data(Kind k, unsigned tag) { return ((__u64)k << 56) | tag; }
+inline Kind user_data_kind(__u64 ud) { return (Kind)(ud >> 56); }
+inline unsigned user_data_tag(__u64 ud) { return (unsigned)(ud & 0xffff); }
+
+// State of one tag. Plain data, preallocated for the queue's depth.
+struct IoSlot {
+  uint8_t *buf = nullptr;  // copy and user-copy modes: the request's bytes
+  uint64_t start_ns = 0;   // when the request reached us, for the latency histogram
+  __u64 file_off = 0;      // where the data goes in the backing file
+  __u32 len = 0;           // request bytes
+  __u32 done = 0;          // bytes already moved (short read/write resume)
+  __s32 error = 0;         // first error seen, -errno
+  __u16 pending = 0;       // CQEs still expected before the request can complete
+  bool write = false;
+  bool fua = false;
+  bool uc_second = false;  // user copy: the first of the two steps is done
+  bool manual_reg = false; // zero copy: this request registers its buffer explicitly
+  bool busy = false;       // between FETCH completion and COMMIT
+};
+
+class Queue {
+ public:
+  Queue(const DeviceConfig &cfg, unsigned q_id);
+  ~Queue();
+  Queue(const Queue &) = delete;
+  Queue &operator=(const Queue &) = delete;
+
+  // Starts the thread; `ready` is called once from it with 0 or -errno after setup and the first
+  // FETCH of every tag, `exited` once when the loop ends (0 for a stop, -errno for a failure).
+  void start(std::function<void(int, const std::string &)> ready,
+             std::function<void(int, const std::string &)> exited);
+  // Asks the loop to end. Graceful: after the kernel aborted every fetched command (STOP_DEV),
+  // or after a grace period. Forced: as soon as in-flight backing I/O drained.
+  void request_stop(bool force);
+  void join();
+
+  unsigned id() const { return q_id_; }
+  int tid() const { return tid_.load(); }
+  const QueueCounters &counters() const { return counters_; }
+
+  // ---- used by targets ----
+  const DeviceConfig &config() const { return cfg_; }
+  const io_desc &desc(unsigned tag) const { return descs_[tag]; }
+  IoSlot &slot(unsigned tag) { return slots_[tag]; }
+  struct io_uring_sqe *get_sqe();
+  // An SQE for the target's own work (flush, discard...): its CQE goes to the target's io_done.
+  struct io_uring_sqe *get_target_sqe(unsigned tag);
+  // Moves a READ/WRITE request's data to or from the backing file (registered file 1) in the
+  // device's data mode; completes the request when all bytes moved or on error.
+  void start_data_rw(unsigned tag, bool write, __u64 file_off, __u32 len, bool fua);
+  // Zero copy without a backing file (null target): register and unregister the buffer.
+  void start_zc_touch(unsigned tag, __u32 len);
+  // Ends a request: result is bytes or -errno. Sends COMMIT_AND_FETCH.
+  void complete(unsigned tag, int result);
+
+ private:
+  int setup(std::string &why);
+  void loop();
+  void teardown();
+  void queue_fetch(unsigned tag, bool commit, int result);
+  void on_cqe(const struct io_uring_cqe *cqe);
+  void on_ublk_cmd(unsigned tag, int res);
+  void on_data_cqe(Kind kind, unsigned tag, int res);
+  void submit_data_step(unsigned tag);
+  void arm_wake();
+  __u64 cmd_addr(unsigned tag) const;
+  bool need_manual_reg(unsigned tag) const;
+
+  DeviceConfig cfg_;
+  unsigned q_id_;
+  std::thread thread_;
+  std::atomic<int> tid_{0};
+  struct io_uring ring_ {};
+  bool ring_ok_ = false;
+  io_desc *descs_ = nullptr;
+  size_t descs_len_ = 0;
+  IoSlot *slots_ = nullptr;
+  uint8_t *bufs_ = nullptr;
+  size_t bufs_len_ = 0;
+  int wake_fd_ = -1;
+  uint64_t wake_buf_ = 0;
+
+  unsigned cmds_inflight_ = 0;  // FETCH / COMMIT commands owned by the kernel
+  unsigned data_inflight_ = 0;  // backing-file and buffer-table SQEs not yet completed
+  bool stopping_ = false;       // the kernel aborted a command: no more fetches
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> force_stop_{false};
+  int loop_err_ = 0;  // why the loop ended on its own, -errno
+  std::string loop_msg_;
+  QueueCounters counters_;
+};
+
+}  // namespace ublk

@@ -1,0 +1,291 @@
+// JavaScript face of one device's native server (NativeServer in binding-types.ts).
+//
+// Queue threads never call JavaScript on the I/O path. The only calls are rare events (a queue
+// ended) delivered through a ThreadSafeFunction, which also keeps Node's event loop alive while
+// the device is served.
+#include <napi.h>
+
+#include <cmath>
+#include <memory>
+
+#include "device.h"
+#include "promise_worker.h"
+
+namespace ublk {
+
+namespace {
+
+struct ExitEvent {
+  unsigned q_id;
+  int err;
+  std::string msg;
+};
+
+bool parse_mode(const std::string &s, DataMode *m) {
+  if (s == "copy") *m = DataMode::Copy;
+  else if (s == "user_copy") *m = DataMode::UserCopy;
+  else if (s == "zc_auto") *m = DataMode::ZcAuto;
+  else if (s == "zc_explicit") *m = DataMode::ZcExplicit;
+  else return false;
+  return true;
+}
+
+class NativeServer : public Napi::ObjectWrap<NativeServer> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeServer",
+                       {InstanceMethod("start", &NativeServer::Start), InstanceMethod("stop", &NativeServer::Stop),
+                        InstanceMethod("stats", &NativeServer::Stats),
+                        InstanceMethod("onQueueExit", &NativeServer::OnQueueExit)});
+  }
+
+  explicit NativeServer(const Napi::CallbackInfo &info) : Napi::ObjectWrap<NativeServer>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) {
+      Napi::TypeError::New(env, "createServer(options) needs an object").ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto num = [&](const char *k, unsigned dflt) {
+      Napi::Value v = o.Get(k);
+      return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : dflt;
+    };
+    auto str = [&](const char *k) {
+      Napi::Value v = o.Get(k);
+      return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+    };
+    auto flag = [&](const char *k, bool dflt) {
+      Napi::Value v = o.Get(k);
+      return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : dflt;
+    };
+
+    DeviceConfig cfg;
+    cfg.dev_id = num("devId", 0);
+    cfg.nr_queues = num("nrQueues", 1);
+    cfg.depth = num("depth", 128);
+    cfg.max_io_buf_bytes = num("maxIoBufBytes", 512 * 1024);
+    Napi::Value off = o.Get("offsetBytes");
+    cfg.offset_bytes = off.IsNumber() ? (__u64)off.As<Napi::Number>().Int64Value() : 0;
+    std::string mode = str("mode");
+    if (!parse_mode(mode.empty() ? "copy" : mode, &cfg.mode)) {
+      Napi::TypeError::New(env, "unknown data mode '" + mode + "'").ThrowAsJavaScriptException();
+      return;
+    }
+    std::string target = str("target");
+    cfg.target = find_target(target);
+    if (!cfg.target) {
+      Napi::TypeError::New(env, "unknown target '" + target + "'").ThrowAsJavaScriptException();
+      return;
+    }
+    if (cfg.nr_queues < 1 || cfg.nr_queues > kMaxNrQueues || cfg.depth < 1 || cfg.depth > kMaxQueueDepth ||
+        cfg.max_io_buf_bytes < 4096 || cfg.max_io_buf_bytes > (1u << kIoBufBits)) {
+      Napi::RangeError::New(env, "queues, depth or max I/O size out of range").ThrowAsJavaScriptException();
+      return;
+    }
+    TargetOpts topts;
+    topts.backing_path = str("backingPath");
+    topts.direct_io = flag("directIo", true);
+    topts.read_only = flag("readOnly", false);
+    if (cfg.target == &loop_target_ops && topts.backing_path.empty()) {
+      Napi::TypeError::New(env, "the loop target needs backingPath").ThrowAsJavaScriptException();
+      return;
+    }
+    device_ = std::make_shared<Device>(cfg, topts);
+  }
+
+  ~NativeServer() override {
+    if (device_) {
+      device_->request_stop(true);
+      device_->join_and_close();
+    }
+  }
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (started_) {
+      Napi::Error::New(env, "server already started").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    started_ = true;
+    // Hold this object and the event loop while queue threads may still report.
+    self_ref_ = Napi::Persistent(Value());
+    tsfn_ = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo &) {}),
+                                          "ublk-queue-exit", 0, 1);
+    tsfn_live_ = true;
+    auto dev = device_;
+    auto tids = std::make_shared<std::vector<int>>();
+    auto why = std::make_shared<std::string>();
+    Napi::ThreadSafeFunction tsfn = tsfn_;
+    NativeServer *self = this;
+    Device::ExitFn on_exit = [tsfn, self](unsigned q, int err, const std::string &msg) mutable {
+      auto *ev = new ExitEvent{q, err, msg};
+      tsfn.BlockingCall(ev, [self](Napi::Env env, Napi::Function, ExitEvent *e) {
+        std::unique_ptr<ExitEvent> owned(e);
+        if (self->exit_cb_.IsEmpty()) return;
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("queueId", e->q_id);
+        o.Set("error", e->err);
+        o.Set("message", e->msg);
+        self->exit_cb_.Call({o});
+      });
+    };
+    auto *w = new StartWorker(env, dev, tids, why, on_exit, this);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  class StartWorker : public Napi::AsyncWorker {
+   public:
+    StartWorker(Napi::Env env, std::shared_ptr<Device> dev, std::shared_ptr<std::vector<int>> tids,
+                std::shared_ptr<std::string> why, Device::ExitFn on_exit, NativeServer *owner)
+        : Napi::AsyncWorker(env, "ublk-start"),
+          d_(Napi::Promise::Deferred::New(env)),
+          dev_(dev), tids_(tids), why_(why), on_exit_(on_exit), owner_(owner) {}
+    Napi::Promise Promise() { return d_.Promise(); }
+
+   protected:
+    void Execute() override { res_ = dev_->start(*tids_, *why_, on_exit_); }
+    void OnOK() override {
+      Napi::Env env = Env();
+      if (res_ < 0) {
+        owner_->ReleaseLoop();
+        d_.Reject(make_error(env, "start queues", -res_, *why_).Value());
+        return;
+      }
+      Napi::Array a = Napi::Array::New(env, tids_->size());
+      for (size_t i = 0; i < tids_->size(); i++) a.Set(i, (*tids_)[i]);
+      d_.Resolve(a);
+    }
+
+   private:
+    Napi::Promise::Deferred d_;
+    std::shared_ptr<Device> dev_;
+    std::shared_ptr<std::vector<int>> tids_;
+    std::shared_ptr<std::string> why_;
+    Device::ExitFn on_exit_;
+    NativeServer *owner_;
+    int res_ = 0;
+  };
+
+  // Lets Node exit and this object be collected once no queue thread can report any more.
+  void ReleaseLoop() {
+    if (tsfn_live_) {
+      tsfn_.Release();
+      tsfn_live_ = false;
+    }
+    if (!self_ref_.IsEmpty()) self_ref_.Reset();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    bool force = info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
+    auto dev = device_;
+    auto *w = new StopWorker(env, dev, force, this);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  class StopWorker : public Napi::AsyncWorker {
+   public:
+    StopWorker(Napi::Env env, std::shared_ptr<Device> dev, bool force, NativeServer *owner)
+        : Napi::AsyncWorker(env, "ublk-stop"), d_(Napi::Promise::Deferred::New(env)), dev_(dev), force_(force),
+          owner_(owner) {}
+    Napi::Promise Promise() { return d_.Promise(); }
+
+   protected:
+    void Execute() override {
+      dev_->request_stop(force_);
+      dev_->join_and_close();
+    }
+    void OnOK() override {
+      // Queue-exit events already queued run before this (same thread, FIFO), then we let go.
+      owner_->ReleaseLoop();
+      d_.Resolve(Env().Undefined());
+    }
+
+   private:
+    Napi::Promise::Deferred d_;
+    std::shared_ptr<Device> dev_;
+    bool force_;
+    NativeServer *owner_;
+  };
+
+  Napi::Value Stats(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    const auto &qs = device_->queues();
+    Napi::Array out = Napi::Array::New(env, qs.size());
+    for (size_t i = 0; i < qs.size(); i++) {
+      const QueueCounters &c = qs[i]->counters();
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("queueId", qs[i]->id());
+      o.Set("tid", qs[i]->tid());
+      Napi::Object ops = Napi::Object::New(env), bytes = Napi::Object::New(env), errors = Napi::Object::New(env);
+      for (unsigned k = 0; k < kNumStatOps; k++) {
+        ops.Set(stat_op_name(k), (double)c.ops[k].load(std::memory_order_relaxed));
+        bytes.Set(stat_op_name(k), (double)c.bytes[k].load(std::memory_order_relaxed));
+        errors.Set(stat_op_name(k), (double)c.errors[k].load(std::memory_order_relaxed));
+      }
+      o.Set("ops", ops);
+      o.Set("bytes", bytes);
+      o.Set("errors", errors);
+      o.Set("inflight", (double)c.inflight.load(std::memory_order_relaxed));
+      Napi::Array bounds = Napi::Array::New(env, kNumLatencyBuckets);
+      Napi::Array counts = Napi::Array::New(env, kNumLatencyBuckets);
+      for (unsigned b = 0; b < kNumLatencyBuckets; b++) {
+        bounds.Set(b, b + 1 < kNumLatencyBuckets ? Napi::Number::New(env, kLatencyBuckets[b])
+                                                 : Napi::Number::New(env, INFINITY));
+        counts.Set(b, (double)c.latency[b].load(std::memory_order_relaxed));
+      }
+      o.Set("latencyBucketsUs", bounds);
+      o.Set("latencyCounts", counts);
+      o.Set("latencySumUs", (double)c.latency_sum_us.load(std::memory_order_relaxed));
+      o.Set("jsCalls", (double)c.js_calls.load(std::memory_order_relaxed));
+      out.Set(i, o);
+    }
+    return out;
+  }
+
+  Napi::Value OnQueueExit(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsFunction()) {
+      Napi::TypeError::New(env, "onQueueExit(callback) needs a function").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    exit_cb_ = Napi::Persistent(info[0].As<Napi::Function>());
+    return env.Undefined();
+  }
+
+  std::shared_ptr<Device> device_;
+  bool started_ = false;
+  Napi::ThreadSafeFunction tsfn_;
+  bool tsfn_live_ = false;
+  Napi::ObjectReference self_ref_;
+  Napi::FunctionReference exit_cb_;
+};
+
+Napi::FunctionReference *g_server_ctor = nullptr;
+
+Napi::Value CreateServer(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1) {
+    Napi::TypeError::New(env, "createServer(options) needs an object").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return g_server_ctor->New({info[0]});
+}
+
+}  // namespace
+
+void init_server_bindings(Napi::Env env, Napi::Object exports) {
+  g_server_ctor = new Napi::FunctionReference(Napi::Persistent(NativeServer::Init(env)));
+  env.AddCleanupHook([] {
+    delete g_server_ctor;
+    g_server_ctor = nullptr;
+  });
+  exports.Set("createServer", Napi::Function::New(env, CreateServer, "createServer"));
+}
+
+}  // namespace ublk
