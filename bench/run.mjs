@@ -1,0 +1,316 @@
+#!/usr/bin/env node
+// The benchmark driver: runs next to a kernel with ublk_drv (in the QEMU guest that
+// scripts/bench.mjs boots, or directly on a host that has /dev/ublk-control), as root, from the
+// repo's root. Usage: node bench/run.mjs CONFIG.json
+//   CONFIG: { runtime, ramp, rows: [names], jobs: [names], fileSize (bytes), workDir, out }
+// For each row it sets a device up (ublk rows through the product's CLI, `node bin/ublk-ts add`),
+// runs every job with fio on it, and tears it down. Results go to CONFIG.out as JSON, rewritten
+// after every job, so that a run cut short still leaves what it measured.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ROWS, JOBS } from './jobs.mjs';
+
+const cfg = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+const CLI = [process.execPath, 'bin/ublk-ts'];
+const FILE = path.join(cfg.workDir, 'backing.img');
+const CLK_TCK = Number(sh('getconf', ['CLK_TCK']).stdout.trim()) || 100;
+const t0 = Date.now();
+
+function log(msg) {
+  const s = ((Date.now() - t0) / 1000).toFixed(0).padStart(4);
+  process.stdout.write(`bench [${s}s] ${msg}\n`);
+}
+
+function sh(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
+  return { code: r.status ?? (r.signal ? 128 : 1), stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + (r.error ? String(r.error) : ''), signal: r.signal };
+}
+function must(cmd, args, opts) {
+  const r = sh(cmd, args, opts);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 2000)}`);
+  return r;
+}
+const firstLine = (s) => (s || '').trim().split('\n')[0] || '';
+
+const result = {
+  schema: 1,
+  started: new Date().toISOString(),
+  config: { runtime: cfg.runtime, ramp: cfg.ramp, rows: cfg.rows, jobs: cfg.jobs, fileSize: cfg.fileSize },
+  guest: {},
+  fio_args: null,
+  backing: {},
+  rows: {},
+  errors: [],
+  complete: false,
+};
+function save() {
+  result.elapsed_s = (Date.now() - t0) / 1000;
+  const tmp = `${cfg.out}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(result, null, 2) + '\n');
+  fs.renameSync(tmp, cfg.out);
+}
+
+// ---- environment ---------------------------------------------------------------------------------
+function cpuModel() {
+  const m = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+  return m ? m[1].trim() : 'unknown';
+}
+result.guest = {
+  kernel: os.release(),
+  in_vm: process.env.UBLK_TS_IN_VM === '1',
+  vcpus: os.cpus().length,
+  mem_mib: Math.round(os.totalmem() / 1048576),
+  cpu_model: cpuModel(),
+  fio: firstLine(sh('fio', ['--version']).stdout),
+  node: process.version,
+  losetup: firstLine(sh('losetup', ['--version']).stdout),
+  clk_tck: CLK_TCK,
+  ublk_features: firstLine(sh(CLI[0], [CLI[1], 'features']).stdout),
+  loop_control: fs.existsSync('/dev/loop-control'),
+};
+log(`kernel ${result.guest.kernel}, ${result.guest.vcpus} vCPUs, ${result.guest.fio}, ${result.guest.ublk_features}`);
+if (!result.guest.loop_control) log('WARNING: /dev/loop-control is missing (loop module not loaded?): kernel-loop will fail');
+
+// ---- backing file ------------------------------------------------------------------------------
+fs.mkdirSync(cfg.workDir, { recursive: true });
+{
+  const mib = Math.ceil(cfg.fileSize / 1048576);
+  const tf = Date.now();
+  // Random data, written once; every row that needs a file uses this one.
+  must('dd', ['if=/dev/urandom', `of=${FILE}`, 'bs=1M', `count=${mib}`, 'status=none', 'conv=fsync']);
+  result.backing = { path: FILE, bytes: fs.statSync(FILE).size, fill: 'dd if=/dev/urandom bs=1M', fs: firstLine(sh('stat', ['-f', '-c', '%T', cfg.workDir]).stdout), fill_s: (Date.now() - tf) / 1000 };
+  log(`backing file ${FILE}: ${mib} MiB of /dev/urandom on ${result.backing.fs} in ${result.backing.fill_s.toFixed(1)}s`);
+}
+save();
+
+// ---- measurement helpers -------------------------------------------------------------------------
+/** utime+stime (ticks) of every thread of `pid`, per tid. Threads are read from /proc/PID/task. */
+function threadTicks(pid) {
+  const out = {};
+  let names;
+  try { names = fs.readdirSync(`/proc/${pid}/task`); } catch { return null; }
+  for (const tid of names) {
+    let s;
+    try { s = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'); } catch { continue; }
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' '); // f[0] = state (field 3)
+    out[tid] = { ticks: Number(f[11]) + Number(f[12]), comm: s.slice(s.indexOf('(') + 1, s.lastIndexOf(')')) }; // 14 utime, 15 stime
+  }
+  return out;
+}
+/** I/Os as submitted (completed requests + merged bios) of a block device, from /sys/block/X/stat. */
+function diskIos(dev) {
+  if (!dev) return null;
+  try {
+    const f = fs.readFileSync(`/sys/block/${path.basename(dev)}/stat`, 'utf8').trim().split(/\s+/).map(Number);
+    return { ios: f[0] + f[4], merges: f[1] + f[5] };
+  } catch { return null; }
+}
+
+function fioArgs(job, filename, outFile) {
+  return [
+    `--name=${job.name}`, `--filename=${filename}`,
+    '--ioengine=io_uring', '--direct=1', `--rw=${job.rw}`, `--bs=${job.bs}`, `--iodepth=${job.qd}`,
+    '--time_based', `--runtime=${cfg.runtime}`, `--ramp_time=${cfg.ramp}`, '--numjobs=1', '--group_reporting',
+    '--output-format=json', `--output=${outFile}`,
+  ];
+}
+result.fio_args = fioArgs({ name: '<job>', rw: '<rw>', bs: '<bs>', qd: '<qd>' }, '<device>', '<out.json>').join(' ');
+
+function runJob(job, target, server) {
+  const outFile = path.join(cfg.workDir, 'fio.json');
+  try { fs.unlinkSync(outFile); } catch { /* none */ }
+  const before = server ? threadTicks(server.pid) : null;
+  const dBefore = diskIos(target.dev);
+  const tw = process.hrtime.bigint();
+  const tStart = Date.now();
+  const r = sh('fio', fioArgs(job, target.filename, outFile), { timeout: (cfg.runtime + cfg.ramp + 120) * 1000 });
+  const wall = Number(process.hrtime.bigint() - tw) / 1e9;
+  const after = server ? threadTicks(server.pid) : null;
+  const dAfter = diskIos(target.dev);
+  const rec = { wall_s: +wall.toFixed(2), t_start: tStart, t_end: Date.now() };
+  let j;
+  try { j = JSON.parse(fs.readFileSync(outFile, 'utf8')); } catch (e) {
+    rec.error = `fio exited ${r.code}${r.signal ? ` (${r.signal})` : ''}, no JSON: ${(r.stderr || r.stdout).trim().slice(0, 1000)}`;
+    return rec;
+  }
+  const jj = j.jobs[0];
+  const side = job.rw.includes('read') ? jj.read : jj.write;
+  if (jj.error) rec.error = `fio job error ${jj.error}: ${(r.stderr || '').trim().slice(0, 500)}`;
+  else if (r.code !== 0) rec.error = `fio exited ${r.code}: ${(r.stderr || '').trim().slice(0, 500)}`;
+  Object.assign(rec, {
+    iops: side.iops,
+    mibps: side.bw_bytes / 1048576,
+    clat_mean_us: side.clat_ns.mean / 1000,
+    clat_p99_us: (side.clat_ns.percentile?.['99.000000'] ?? NaN) / 1000,
+    ios: side.total_ios,
+    fio_usr_cpu_pct: jj.usr_cpu,
+    fio_sys_cpu_pct: jj.sys_cpu,
+  });
+  if (dBefore && dAfter) {
+    rec.dev_ios = dAfter.ios - dBefore.ios; // requests the device completed, ramp included
+    rec.dev_merges = dAfter.merges - dBefore.merges;
+  }
+  if (server) {
+    if (!after) {
+      rec.error = (rec.error ? rec.error + '; ' : '') + `server pid ${server.pid} is gone`;
+    } else {
+      let tot = 0;
+      let q = 0;
+      const byName = {};
+      for (const [tid, { ticks, comm }] of Object.entries(after)) {
+        const d = ticks - (before?.[tid]?.ticks ?? 0);
+        tot += d;
+        if (server.tids.includes(Number(tid))) q += d;
+        const k = server.tids.includes(Number(tid)) ? `queue:${comm}` : Number(tid) === server.pid ? `main:${comm}` : comm.replace(/\d+$/, 'N');
+        if (d) byName[k] = +((byName[k] ?? 0) + d / CLK_TCK).toFixed(2);
+      }
+      rec.srv_cpu_by_thread = byName;
+      const n = (rec.dev_ios ?? 0) + (rec.dev_merges ?? 0); // I/Os as fio submitted them, over the same window
+      rec.srv_cpu_s = tot / CLK_TCK;
+      rec.srv_queue_cpu_s = q / CLK_TCK;
+      rec.srv_cpu_pct_of_wall = +(100 * rec.srv_cpu_s / wall).toFixed(1);
+      rec.srv_cpu_us_per_io = n > 0 ? (rec.srv_cpu_s * 1e6) / n : null;
+    }
+  }
+  return rec;
+}
+
+/**
+ * Waits (at most 15 s) until the new server process is idle: right after `add` returns, its Node
+ * main thread is still busy for a few seconds (start-up), which would be billed to the first job.
+ */
+function settle(pid) {
+  const ts = Date.now();
+  const total = () => Object.values(threadTicks(pid) || {}).reduce((a, t) => a + t.ticks, 0);
+  let prev = total();
+  while (Date.now() - ts < 15000) {
+    spawnSync('sleep', ['1']);
+    const now = total();
+    if (now - prev <= 2) break; // ≤ 2% of a CPU over the last second
+    prev = now;
+  }
+  return (Date.now() - ts) / 1000;
+}
+
+// ---- rows ------------------------------------------------------------------------------------------
+const added = []; // ublk ids / loop devices to clean up if we die
+function parseDevId(text) {
+  const m = /^dev id (\d+):/m.exec(text);
+  return m ? Number(m[1]) : null;
+}
+
+function setUp(row) {
+  if (row.kind === 'raw') return { target: { filename: FILE, dev: null }, info: { file: FILE } };
+  if (row.kind === 'loop') {
+    const dev = must('losetup', ['--direct-io=on', '-f', '--show', FILE]).stdout.trim();
+    added.push({ loop: dev });
+    const b = path.basename(dev);
+    const rd = (f) => { try { return fs.readFileSync(`/sys/block/${b}/${f}`, 'utf8').trim(); } catch { return null; } };
+    const info = { dev, dio: rd('loop/dio'), max_sectors_kb: rd('queue/max_sectors_kb'), scheduler: rd('queue/scheduler') };
+    if (info.dio !== '1') log(`WARNING: ${dev} has dio=${info.dio}: the kernel loop driver is NOT doing direct I/O`);
+    return { target: { filename: dev, dev }, info };
+  }
+  const args = row.cli.map((a) => (a === '@FILE' ? FILE : a === '@SIZE' ? String(cfg.fileSize) : a));
+  const ta = Date.now();
+  const r = sh(CLI[0], [CLI[1], 'add', ...args]);
+  const addS = (Date.now() - ta) / 1000;
+  const id = parseDevId(r.stdout);
+  if (id !== null) added.push({ ublk: id });
+  if (r.code !== 0 || id === null) {
+    const why = (r.stderr || r.stdout).trim().split('\n').filter(Boolean).slice(-3).join(' | ');
+    const e = new Error(`ublk-ts add ${args.join(' ')} exited ${r.code}: ${why}`);
+    e.na = /lacks a feature|needs UBLK_F_/i.test(why); // the CLI refused: this kernel cannot do it
+
+    throw e;
+  }
+  const lj = JSON.parse(must(CLI[0], [CLI[1], 'list', '-n', String(id), '--json']).stdout);
+  const d = Array.isArray(lj) ? lj[0] : lj;
+  const server = { pid: d.daemon_pid, tids: (d.queues || []).map((q) => q.tid) };
+  const info = {
+    cli: `ublk-ts add ${args.join(' ')}`, add_s: addS, dev_id: id, dev: `/dev/ublkb${id}`,
+    data_mode: d.data_mode, zero_copy: d.zero_copy, flags: d.flags, flag_names: d.flag_names,
+    nr_hw_queues: d.nr_hw_queues, queue_depth: d.queue_depth, max_rq_size: d.max_rq_size,
+    daemon_pid: server.pid, queue_tids: server.tids, target: d.target,
+  };
+  const st = { target: { filename: info.dev, dev: info.dev }, info, server };
+  if (![row.mode].flat().includes(d.data_mode)) {
+    // e.g. -z on a kernel with zero copy but without AUTO_BUF_REG gives zc_explicit: not this row.
+    tearDown(row, st);
+    const e = new Error(`the CLI chose data mode ${d.data_mode} for \`${info.cli}\`, this row measures ${row.mode}`);
+    e.na = true;
+    throw e;
+  }
+  if (!fs.existsSync(info.dev)) throw new Error(`${info.dev} does not exist after add`);
+  return st;
+}
+
+function tearDown(row, st) {
+  if (row.kind === 'loop' && st) {
+    must('losetup', ['-d', st.target.dev]);
+    added.splice(added.findIndex((a) => a.loop === st.target.dev), 1);
+  } else if (row.kind === 'ublk') {
+    const a = added.find((x) => x.ublk !== undefined);
+    if (!a) return;
+    must(CLI[0], [CLI[1], 'del', '-n', String(a.ublk)], { timeout: 120000 });
+    added.splice(added.indexOf(a), 1);
+  }
+}
+
+function cleanupAll() {
+  for (const a of added.splice(0)) {
+    if (a.loop) sh('losetup', ['-d', a.loop]);
+    if (a.ublk !== undefined) sh(CLI[0], [CLI[1], 'del', '-n', String(a.ublk)], { timeout: 120000 });
+  }
+}
+process.on('SIGTERM', () => { cleanupAll(); process.exit(143); });
+process.on('SIGINT', () => { cleanupAll(); process.exit(130); });
+
+const dmesgBefore = sh('dmesg', []).stdout.split('\n').length;
+for (const name of cfg.rows) {
+  const row = ROWS.find((r) => r.name === name);
+  const rr = (result.rows[name] = { kind: row.kind, status: 'ok', jobs: {} });
+  let st;
+  try {
+    st = setUp(row);
+    rr.info = st.info;
+    if (st.server) st.info.settle_s = settle(st.server.pid);
+    log(`${name}: ${st.target.filename}${st.server ? ` (server pid ${st.server.pid}, queue tids ${st.server.tids.join(',')}, mode ${st.info.data_mode}, add took ${st.info.add_s.toFixed(1)}s, idle after ${st.info.settle_s.toFixed(0)}s)` : ''}`);
+  } catch (e) {
+    rr.status = e.na ? 'n/a' : 'error';
+    rr.reason = e.message;
+    log(`${name}: ${rr.status.toUpperCase()}: ${e.message}`);
+    if (!e.na) result.errors.push(`${name}: set-up: ${e.message}`);
+    cleanupAll();
+    save();
+    continue;
+  }
+  for (const jn of cfg.jobs) {
+    const job = JOBS.find((j) => j.name === jn);
+    const rec = runJob(job, st.target, st.server);
+    rr.jobs[jn] = rec;
+    if (rec.error) {
+      result.errors.push(`${name} ${jn}: ${rec.error}`);
+      log(`${name} ${jn}: ERROR ${rec.error}`);
+    } else {
+      const cpu = rec.srv_cpu_us_per_io != null ? `, server ${rec.srv_cpu_us_per_io.toFixed(1)} µs/IO (${rec.srv_cpu_pct_of_wall}% of wall)` : '';
+      log(`${name} ${jn}: ${rec.iops.toFixed(0)} IOPS, ${rec.mibps.toFixed(1)} MiB/s, clat ${rec.clat_mean_us.toFixed(0)}/${rec.clat_p99_us.toFixed(0)} µs mean/p99${cpu}`);
+    }
+    save();
+  }
+  try { tearDown(row, st); } catch (e) {
+    result.errors.push(`${name}: tear-down: ${e.message}`);
+    log(`${name}: tear-down failed: ${e.message}`);
+    cleanupAll();
+  }
+  save();
+}
+
+const dm = sh('dmesg', []).stdout.split('\n').slice(dmesgBefore).filter((l) => /ublk|loop|blk|io_uring|WARNING|BUG|error/i.test(l));
+result.dmesg = dm.slice(-60);
+result.complete = true;
+result.finished = new Date().toISOString();
+save();
+log(`done in ${((Date.now() - t0) / 1000).toFixed(0)}s, ${result.errors.length} error(s)`);
+try { fs.rmSync(cfg.workDir, { recursive: true, force: true }); } catch { /* tmpfs anyway */ }

@@ -1,0 +1,31 @@
+// `ublk-ts recover -n ID`: give a QUIESCED (or FAIL_IO) disk, whose server died with -r 1, a new
+// server. Like add, the work happens in a fresh detached server process (it must own
+// /dev/ublkcN for the rest of the disk's life); this command waits for its verdict.
+
+import { UblkError, UsageError } from '../errors';
+import { StateStore } from '../state-store';
+import { parseDevIdArg, requireControl } from './list';
+import { printDevice, requireRoot, runInForeground, spawnServer } from './add';
+
+export interface RecoverOptions {
+  number?: string;
+  foreground?: boolean;
+}
+
+export async function runRecover(opts: RecoverOptions, deps: { euid?: number; store?: StateStore } = {}): Promise<number> {
+  const devId = parseDevIdArg(opts.number);
+  if (devId === undefined) throw new UsageError('recover needs -n/--number ID');
+  requireRoot('euid' in deps ? deps.euid : process.geteuid?.());
+  requireControl();
+  const store = deps.store ?? new StateStore();
+  if (!store.read(devId)) {
+    throw new UblkError(`no ublk-ts state for device ${devId}: only devices added by ublk-ts can be recovered`, {
+      code: 'ENOENT',
+      op: 'recover',
+    });
+  }
+  if (opts.foreground) return runInForeground({ action: 'recover', devId });
+  await spawnServer({ action: 'recover', devId }, { store });
+  await printDevice(devId);
+  return 0;
+}

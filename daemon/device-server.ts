@@ -1,0 +1,425 @@
+// The lifecycle of ONE ublk device, run inside its server process (server-main.ts, or `add
+// --foreground`). The whole control sequence lives here, in order, so it can be read in one
+// place and tested with a fake binding:
+//
+//   add:      describe target → GET_FEATURES → negotiate → ADD_DEV → SET_PARAMS
+//             → queue threads FETCH every tag → START_DEV(pid) → state file → LIVE
+//   recover:  GET_DEV_INFO (QUIESCED/FAIL_IO) → START_USER_RECOVERY → queue threads FETCH
+//             → END_USER_RECOVERY(pid) → state file → LIVE
+//   stop:     STOP_DEV → join queue threads → DEL_DEV → remove state file
+//
+// A failure at any step of `add` undoes the steps done so far, in reverse, and reports the
+// original error: no half-created disk is left behind. Every native control call returns a
+// promise (the addon runs them off the main thread: START_DEV and DEL_DEV can block).
+
+import type { AddSpec } from './add-options';
+import type {
+  CtrlDevInfo,
+  DataMode,
+  NativeBinding,
+  NativeServer,
+  QueueExitEvent,
+  ServeOptions,
+} from './native/binding-types';
+import { getTarget, type TargetDescription, type TargetFs } from '../targets/index';
+import { flagNames, hex, modeFromFlags, negotiateFlags, UBLK_F } from './features';
+import { errnoCode, friendlyError } from './native/load-binding';
+import { UblkError } from './errors';
+import type { DeviceState, StateStore } from './state-store';
+import { nullLogger, type Log } from './log';
+import { stateName } from './list-format';
+
+export type Phase = 'idle' | 'starting' | 'live' | 'stopping' | 'stopped' | 'failed';
+
+export interface DeviceServerDeps {
+  binding: NativeBinding;
+  store: StateStore;
+  log?: Log;
+  /** file access for the target's checks (tests pass a fake) */
+  fs?: TargetFs;
+  /** reported to the kernel as the server (START_DEV / END_USER_RECOVERY); default process.pid */
+  pid?: number;
+  now?: () => Date;
+  sleep?: (ms: number) => Promise<void>;
+  /** how long START_USER_RECOVERY is retried while the old server's files are still open */
+  recoveryBusyTimeoutMs?: number;
+}
+
+const UBLK_S_DEV_QUIESCED = 2;
+const UBLK_S_DEV_FAIL_IO = 3;
+
+const realSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+interface UndoStep {
+  what: string;
+  run: () => Promise<void> | void;
+}
+
+export class DeviceServer {
+  /** -1 until ADD_DEV answered (or recover() was called) */
+  devId = -1;
+  phase: Phase = 'idle';
+  state?: DeviceState;
+  private server?: NativeServer;
+  private nrQueues = 0;
+  private readonly exitedQueues = new Set<number>();
+  private stopping?: Promise<void>;
+  private starting?: Promise<unknown>;
+  private readonly stoppedCbs: Array<(reason: string) => void> = [];
+  private readonly binding: NativeBinding;
+  private readonly store: StateStore;
+  private log: Log;
+  private readonly pid: number;
+  private readonly now: () => Date;
+  private readonly sleep: (ms: number) => Promise<void>;
+
+  constructor(
+    private readonly spec: AddSpec | undefined,
+    private readonly deps: DeviceServerDeps,
+  ) {
+    this.binding = deps.binding;
+    this.store = deps.store;
+    this.log = deps.log ?? nullLogger;
+    this.pid = deps.pid ?? process.pid;
+    this.now = deps.now ?? (() => new Date());
+    this.sleep = deps.sleep ?? realSleep;
+  }
+
+  /** Called once when the device has been stopped and deleted (by stop() or on its own). */
+  onStopped(cb: (reason: string) => void): void {
+    this.stoppedCbs.push(cb);
+  }
+
+  private event(event: string, fields: Record<string, unknown> = {}, msg?: string): void {
+    this.log.info({ event, devId: this.devId, ...fields }, msg ?? event);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // add
+
+  start(): Promise<DeviceState> {
+    if (this.phase !== 'idle') return Promise.reject(new Error(`DeviceServer.start() in phase ${this.phase}`));
+    this.phase = 'starting';
+    const p = this.doStart();
+    this.starting = p;
+    return p;
+  }
+
+  private async doStart(): Promise<DeviceState> {
+    const spec = this.spec;
+    if (!spec) throw new Error('DeviceServer.start() needs an AddSpec');
+    const undo: UndoStep[] = [];
+    try {
+      // The target first: a missing or unusable backing file is reported before the kernel is
+      // asked for anything.
+      const target = getTarget(spec.target).describe(spec, this.deps.fs);
+      for (const note of target.notes) this.log.warn({ event: 'target_note', devId: -1 }, note);
+
+      // Negotiate from what this kernel supports; a missing feature fails here, before ADD_DEV.
+      const features = await this.binding.getFeatures();
+      const { flags, mode } = negotiateFlags(features, spec);
+      this.event('negotiated', { features: hex(features), flags: hex(flags), mode });
+
+      // ADD_DEV creates /dev/ublkcN (no disk yet). The kernel may clamp queues/depth/buffer size
+      // and writes back what it accepted: everything below uses its answer.
+      const info = await this.binding.addDev({
+        devId: spec.devId,
+        nrHwQueues: spec.nrQueues,
+        queueDepth: spec.depth,
+        maxIoBufBytes: spec.maxIoBufBytes,
+        flags,
+      });
+      this.devId = info.devId;
+      this.log = this.log.child({ devId: info.devId });
+      undo.push({ what: 'DEL_DEV', run: () => this.binding.delDev(info.devId) });
+      this.event('added', {
+        flags: hex(info.flags),
+        nrHwQueues: info.nrHwQueues,
+        queueDepth: info.queueDepth,
+        maxIoBufBytes: info.maxIoBufBytes,
+      });
+      const dropped = flags & ~info.flags;
+      if (dropped !== 0n) {
+        throw new UblkError(`the kernel did not accept ${flagNames(dropped).join(', ')} for device ${info.devId}`, {
+          code: 'ENOTSUP',
+          op: 'ADD_DEV',
+        });
+      }
+
+      // SET_PARAMS before the queue threads start: a refused parameter is cheap to undo now, and
+      // the kernel only accepts it while the device is not LIVE.
+      const params = this.fitParams(target, info);
+      await this.binding.setParams(info.devId, params);
+      this.event('params_set', { devSectors: params.basic.devSectors.toString(), lbsShift: params.basic.logicalBsShift });
+
+      // The queue threads open /dev/ublkcN, create their rings and FETCH every tag; start()
+      // resolves once all are in, which START_DEV waits for.
+      const server = this.createServer(target, info, mode);
+      undo.push({ what: 'stop queue threads', run: () => server.stop(true) });
+      const tids = await server.start();
+      this.event('queues_ready', { tids });
+
+      // START_DEV adds /dev/ublkbN; the pid is the process that serves the device.
+      await this.binding.startDev(info.devId, this.pid);
+      undo.push({ what: 'STOP_DEV', run: () => this.binding.stopDev(info.devId) });
+
+      // Only a LIVE device gets a state file; `list` and `recover` rely on it.
+      const at = this.now().toISOString();
+      const state: DeviceState = {
+        version: 1,
+        devId: info.devId,
+        pid: this.pid,
+        spec: { ...spec, devId: info.devId },
+        flags: hex(info.flags),
+        mode,
+        tids,
+        target: target.json,
+        createdAt: at,
+        updatedAt: at,
+      };
+      this.store.write(state);
+      this.state = state;
+      this.phase = 'live';
+      this.event('live', { pid: this.pid, mode, flags: flagNames(info.flags) });
+      return state;
+    } catch (err) {
+      const failure = friendlyError(err, { devId: this.devId >= 0 ? this.devId : spec.devId });
+      this.log.error({ event: 'add_failed', devId: this.devId, err: (failure as Error).message }, 'add failed');
+      await this.rollback(undo);
+      this.phase = 'failed';
+      throw failure;
+    }
+  }
+
+  /** Undo in reverse; an undo step that fails is logged, never hides the original error. */
+  private async rollback(undo: UndoStep[]): Promise<void> {
+    for (const step of undo.reverse()) {
+      try {
+        await step.run();
+        this.event('rollback', { step: step.what });
+      } catch (e) {
+        this.log.error({ event: 'rollback_failed', devId: this.devId, step: step.what, err: (e as Error).message }, 'rollback step failed');
+      }
+    }
+  }
+
+  /** max_sectors must fit the buffer size the kernel accepted. */
+  private fitParams(target: TargetDescription, info: CtrlDevInfo) {
+    const params = { ...target.params, basic: { ...target.params.basic } };
+    params.basic.maxSectors = Math.min(params.basic.maxSectors, info.maxIoBufBytes >>> 9);
+    return params;
+  }
+
+  private createServer(target: TargetDescription, info: CtrlDevInfo, mode: DataMode): NativeServer {
+    const opts: ServeOptions = {
+      ...target.serve,
+      devId: info.devId,
+      nrQueues: info.nrHwQueues,
+      depth: info.queueDepth,
+      maxIoBufBytes: info.maxIoBufBytes,
+      mode,
+    };
+    const server = this.binding.createServer(opts);
+    this.server = server;
+    this.nrQueues = info.nrHwQueues;
+    this.exitedQueues.clear();
+    server.onQueueExit((ev) => this.queueExited(ev));
+    return server;
+  }
+
+  /** Queue threads end on their own when the device is stopped by someone else (or fail). */
+  private queueExited(ev: QueueExitEvent): void {
+    this.exitedQueues.add(ev.queueId);
+    const fields = { queueId: ev.queueId, error: ev.error, message: ev.message };
+    if (ev.error !== 0) this.log.error({ event: 'queue_exit', devId: this.devId, ...fields }, 'queue thread failed');
+    else this.event('queue_exit', fields);
+    if (this.phase === 'live' && this.exitedQueues.size >= this.nrQueues) {
+      void this.stop('every queue thread exited').catch(() => undefined);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // recover
+
+  recover(devId: number): Promise<DeviceState> {
+    if (this.phase !== 'idle') return Promise.reject(new Error(`DeviceServer.recover() in phase ${this.phase}`));
+    this.phase = 'starting';
+    const p = this.doRecover(devId);
+    this.starting = p;
+    return p;
+  }
+
+  private async doRecover(devId: number): Promise<DeviceState> {
+    this.devId = devId;
+    this.log = this.log.child({ devId });
+    let server: NativeServer | undefined;
+    try {
+      const saved = this.store.read(devId);
+      if (!saved) {
+        throw new UblkError(`no ublk-ts state for device ${devId}: only devices added by ublk-ts can be recovered`, {
+          code: 'ENOENT',
+          op: 'recover',
+        });
+      }
+
+      // Only a disk whose server died with USER_RECOVERY is waiting for a new one.
+      const info = await this.binding.getDevInfo(devId);
+      if (!(info.flags & UBLK_F.USER_RECOVERY)) {
+        throw new UblkError(`device ${devId} was not added with -r 1: it cannot be recovered`, { code: 'EINVAL', op: 'recover' });
+      }
+      if (info.state !== UBLK_S_DEV_QUIESCED && info.state !== UBLK_S_DEV_FAIL_IO) {
+        throw new UblkError(
+          `device ${devId} is ${stateName(info.state)}, not QUIESCED or FAIL_IO: there is nothing to recover`,
+          { code: 'EINVAL', op: 'recover' },
+        );
+      }
+
+      // Check the backing file again before touching the device: it may have gone or shrunk.
+      const spec: AddSpec = { ...saved.spec, devId };
+      const target = getTarget(spec.target).describe(spec, this.deps.fs);
+      const savedSize = Number(saved.target.dev_size);
+      if (Number.isFinite(savedSize) && target.sizeBytes < savedSize) {
+        throw new UblkError(
+          `the backing store of device ${devId} shrank from ${savedSize} to ${target.sizeBytes} bytes: refusing to recover`,
+          { code: 'EINVAL', op: 'recover' },
+        );
+      }
+      const mode = modeFromFlags(info.flags);
+
+      // START_USER_RECOVERY answers EBUSY until the dead server's /dev/ublkcN is fully released.
+      await this.startUserRecovery(devId);
+      this.event('recovery_started', { state: stateName(info.state) });
+
+      // A new set of queue threads re-opens /dev/ublkcN, re-maps the descriptors and FETCHes.
+      server = this.createServer(target, info, mode);
+      const tids = await server.start();
+      this.event('queues_ready', { tids });
+
+      // END_USER_RECOVERY makes the disk LIVE again with this process as its server.
+      await this.binding.endUserRecovery(devId, this.pid);
+
+      const state: DeviceState = {
+        ...saved,
+        pid: this.pid,
+        tids,
+        mode,
+        flags: hex(info.flags),
+        updatedAt: this.now().toISOString(),
+      };
+      this.store.write(state);
+      this.state = state;
+      this.phase = 'live';
+      this.event('recovered', { pid: this.pid, mode });
+      return state;
+    } catch (err) {
+      const failure = friendlyError(err, { devId });
+      this.log.error({ event: 'recover_failed', devId, err: (failure as Error).message }, 'recover failed');
+      // The device itself is left as it was (QUIESCED or FAIL_IO): a later recover can retry.
+      if (server) {
+        try {
+          await server.stop(true);
+        } catch (e) {
+          this.log.error({ event: 'rollback_failed', devId, step: 'stop queue threads', err: (e as Error).message }, 'rollback step failed');
+        }
+      }
+      this.phase = 'failed';
+      throw failure;
+    }
+  }
+
+  private async startUserRecovery(devId: number): Promise<void> {
+    const deadline = Date.now() + (this.deps.recoveryBusyTimeoutMs ?? 30_000);
+    for (;;) {
+      try {
+        await this.binding.startUserRecovery(devId);
+        return;
+      } catch (err) {
+        if (errnoCode(err) !== 'EBUSY' || Date.now() >= deadline) throw err;
+        await this.sleep(100);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // stop
+
+  /**
+   * Stops and deletes the device: STOP_DEV (the kernel aborts the fetched commands, so the queue
+   * threads can leave) → join the threads → DEL_DEV (needs /dev/ublkcN closed) → remove state.
+   * Idempotent: later calls share the first one's promise. Throws the first failure after
+   * trying every step; the state file stays when the device could not be deleted.
+   */
+  stop(reason = 'stop requested'): Promise<void> {
+    if (this.stopping) return this.stopping;
+    this.stopping = this.doStop(reason);
+    return this.stopping;
+  }
+
+  private async doStop(reason: string): Promise<void> {
+    // A stop asked for while add/recover is under way waits for it to settle: a failed start has
+    // already cleaned up after itself, a successful one is stopped normally.
+    if (this.phase === 'starting') await this.starting?.catch(() => undefined);
+    if (this.phase !== 'live') {
+      // idle, or failed (rolled back, or a recovery that left the device as it was): nothing of
+      // ours to delete; DEL_DEV on the id now could hit someone else's new device.
+      this.phase = this.phase === 'failed' ? 'failed' : 'stopped';
+      this.notifyStopped(reason);
+      return;
+    }
+    this.phase = 'stopping';
+    this.event('stopping', { reason });
+    let firstError: unknown;
+    const gone = (err: unknown) => errnoCode(err) === 'ENODEV';
+    let deleted = false;
+
+    try {
+      await this.binding.stopDev(this.devId);
+    } catch (err) {
+      if (!gone(err)) firstError ??= friendlyError(err, { devId: this.devId });
+    }
+    if (this.server) {
+      try {
+        await this.server.stop();
+      } catch (err) {
+        firstError ??= err;
+        try {
+          await this.server.stop(true);
+        } catch {
+          // already reported
+        }
+      }
+    }
+    try {
+      await this.binding.delDev(this.devId);
+      deleted = true;
+    } catch (err) {
+      if (gone(err)) deleted = true;
+      else firstError ??= friendlyError(err, { devId: this.devId });
+    }
+    if (deleted) {
+      try {
+        this.store.remove(this.devId);
+      } catch (err) {
+        firstError ??= err;
+      }
+    }
+    this.phase = 'stopped';
+    if (firstError) {
+      this.log.error({ event: 'stop_failed', devId: this.devId, err: (firstError as Error).message }, 'stop failed');
+    } else {
+      this.event('stopped', { reason });
+    }
+    this.notifyStopped(reason);
+    if (firstError) throw firstError;
+  }
+
+  private notifyStopped(reason: string): void {
+    for (const cb of this.stoppedCbs) {
+      try {
+        cb(reason);
+      } catch {
+        // a listener's problem
+      }
+    }
+  }
+}

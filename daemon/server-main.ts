@@ -1,0 +1,189 @@
+// The per-device server process: `node dist/daemon/server-main.js '<request json>'`, spawned
+// detached by `ublk-ts add` / `ublk-ts recover` (or run in the CLI's own process with
+// --foreground). It runs device-server.ts, tells its parent the outcome as ONE JSON line on fd 3
+//   {"event":"live","devId":N}  or  {"event":"error","message":"...","code":"EEXIST","exitCode":1}
+// then closes fd 3 and serves until SIGTERM/SIGINT (stop and delete the device, exit 0) or until
+// the device is stopped by someone else. Logs go to stdout as JSON lines (the parent points
+// stdout at <runDir>/ublk-ts.log).
+//
+// request: {"action":"add","spec":<AddSpec>} | {"action":"recover","devId":N}
+
+import * as fs from 'node:fs';
+import { isAddSpec, type AddSpec } from './add-options';
+import { DeviceServer } from './device-server';
+import { describeError, exitCodeFor, UsageError } from './errors';
+import { createLogger, type Log } from './log';
+import { getBinding } from './native/load-binding';
+import { StateStore } from './state-store';
+import type { NativeBinding } from './native/binding-types';
+
+export type ServerRequest = { action: 'add'; spec: AddSpec } | { action: 'recover'; devId: number };
+
+export type Readiness =
+  | { event: 'live'; devId: number }
+  | { event: 'error'; message: string; code?: string; exitCode: number };
+
+export function parseRequest(text: string | undefined): ServerRequest {
+  if (!text) throw new UsageError('server-main needs a request: {"action":"add","spec":{...}} or {"action":"recover","devId":N}');
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new UsageError('server-main: the request is not valid JSON');
+  }
+  const r = v as { action?: unknown; spec?: unknown; devId?: unknown };
+  if (r.action === 'add' && isAddSpec(r.spec)) return { action: 'add', spec: r.spec };
+  if (r.action === 'recover' && typeof r.devId === 'number' && Number.isInteger(r.devId) && r.devId >= 0) {
+    return { action: 'recover', devId: r.devId };
+  }
+  if (r.action === undefined && isAddSpec(v)) return { action: 'add', spec: v };
+  throw new UsageError('server-main: unrecognised request');
+}
+
+/** An OOM-killed server wedges its disk: ask the kernel to kill anything else first. */
+export function protectFromOom(log: Log): void {
+  try {
+    fs.writeFileSync('/proc/self/oom_score_adj', '-1000');
+  } catch (err) {
+    log.warn({ event: 'oom_score_adj', err: (err as Error).message }, 'cannot set oom_score_adj to -1000');
+  }
+}
+
+export interface ServeProcessOptions {
+  binding?: NativeBinding;
+  store?: StateStore;
+  log?: Log;
+  /** told once: live, or why not */
+  report: (r: Readiness) => void;
+  /** called when the server is done (device stopped, or start failed) with the exit status */
+  exit: (code: number) => void;
+  /** gets the DeviceServer as soon as it exists (crash handling) */
+  onServer?: (ds: DeviceServer) => void;
+}
+
+/**
+ * Runs one device in this process until it is stopped. Installs the signal handlers: SIGTERM and
+ * SIGINT stop and delete the device; SIGHUP is ignored (reserved for reloading).
+ */
+export async function serve(req: ServerRequest, opts: ServeProcessOptions): Promise<DeviceServer | undefined> {
+  const log = opts.log ?? createLogger();
+  protectFromOom(log);
+  log.info({ event: 'server_start', action: req.action, devId: req.action === 'add' ? req.spec.devId : req.devId }, 'server starting');
+
+  let binding: NativeBinding;
+  try {
+    binding = opts.binding ?? getBinding();
+  } catch (err) {
+    opts.report({ event: 'error', message: describeError(err), code: codeOf(err), exitCode: exitCodeFor(err) });
+    opts.exit(exitCodeFor(err));
+    return undefined;
+  }
+
+  const ds = new DeviceServer(req.action === 'add' ? req.spec : undefined, {
+    binding,
+    store: opts.store ?? new StateStore(),
+    log,
+  });
+  opts.onServer?.(ds);
+  // The native server may hold no reference on the event loop: keep the process alive ourselves
+  // until the device is gone.
+  const keepAlive = setInterval(() => undefined, 1 << 30);
+  let exited = false;
+  const done = (code: number) => {
+    if (exited) return;
+    exited = true;
+    clearInterval(keepAlive);
+    for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.removeListener(s, onSignal);
+    log.info({ event: 'server_exit', devId: ds.devId, code }, 'server exiting');
+    opts.exit(code);
+  };
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (sig === 'SIGHUP') {
+      log.info({ event: 'signal', devId: ds.devId, signal: sig }, 'SIGHUP ignored');
+      return;
+    }
+    log.info({ event: 'signal', devId: ds.devId, signal: sig }, 'stopping on signal');
+    ds.stop(`signal ${sig}`).then(
+      () => done(0),
+      () => done(1),
+    );
+  };
+  for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(s, onSignal);
+  // Stopped by someone else (STOP_DEV from another tool): every queue exited, device deleted.
+  ds.onStopped(() => {
+    if (ds.phase === 'stopped') setImmediate(() => done(0));
+  });
+
+  try {
+    const state = req.action === 'add' ? await ds.start() : await ds.recover(req.devId);
+    opts.report({ event: 'live', devId: state.devId });
+    binding.sdNotify(`READY=1\nMAINPID=${process.pid}\nSTATUS=ublk device ${state.devId} live`);
+    return ds;
+  } catch (err) {
+    opts.report({ event: 'error', message: describeError(err), code: codeOf(err), exitCode: exitCodeFor(err) });
+    done(exitCodeFor(err));
+    return ds;
+  }
+}
+
+function codeOf(err: unknown): string | undefined {
+  const c = (err as { code?: unknown } | null)?.code;
+  if (typeof c === 'string') return c;
+  return err instanceof UsageError ? 'EUSAGE' : undefined;
+}
+
+/** Writes the readiness line on fd 3 once and closes it (nothing to do when fd 3 is not open). */
+export function fd3Reporter(): (r: Readiness) => void {
+  let sent = false;
+  return (r) => {
+    if (sent) return;
+    sent = true;
+    try {
+      fs.writeSync(3, `${JSON.stringify(r)}\n`);
+    } catch {
+      // run by hand without fd 3
+    }
+    try {
+      fs.closeSync(3);
+    } catch {
+      // idem
+    }
+  };
+}
+
+function main(): void {
+  const log = createLogger();
+  const report = fd3Reporter();
+  let req: ServerRequest;
+  try {
+    req = parseRequest(process.argv[2]);
+  } catch (err) {
+    log.error({ event: 'bad_request', err: describeError(err) }, 'bad request');
+    report({ event: 'error', message: describeError(err), code: 'EUSAGE', exitCode: 2 });
+    process.exit(2);
+  }
+  let ds: DeviceServer | undefined;
+  const crash = (what: string, err: unknown) => {
+    log.error({ event: 'crash', devId: ds?.devId ?? -1, what, err: (err as Error)?.stack ?? String(err) }, 'server crashed');
+    report({ event: 'error', message: `server crashed: ${describeError(err)}`, exitCode: 1 });
+    // With recovery the disk survives us as QUIESCED and `recover` can bring it back: leave it.
+    // Without, stop and delete it rather than leave a dead disk behind.
+    // (During a start, stop() waits for it: a failed start has rolled itself back.)
+    const recoverable = ds?.state?.spec.recovery === true;
+    if (!ds || recoverable) process.exit(1);
+    setTimeout(() => process.exit(1), 30_000).unref(); // in case the start never settles
+    ds.stop('crash').finally(() => process.exit(1));
+  };
+  process.on('uncaughtException', (err) => crash('uncaughtException', err));
+  process.on('unhandledRejection', (err) => crash('unhandledRejection', err));
+  serve(req, {
+    log,
+    report,
+    exit: (code) => process.exit(code),
+    onServer: (d) => {
+      ds = d;
+    },
+  }).catch((err) => crash('serve', err));
+}
+
+if (require.main === module) main();

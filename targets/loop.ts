@@ -1,0 +1,193 @@
+// The loop target: a disk backed by a regular file or a block device, served with O_DIRECT
+// (or through the page cache with --buffered_io) by the native queue threads.
+
+import type { AddSpec } from '../daemon/add-options';
+import { UsageError } from '../daemon/errors';
+import type { UblkParams } from '../daemon/native/binding-types';
+import { ATTR, realFs, shiftOf, type TargetDescription, type TargetDescriptor, type TargetFs } from './index';
+
+/** UINT_MAX >> 9, as ublksrv's loop: the largest discard the block layer may send in one go. */
+const MAX_DISCARD_SECTORS = 0xffffffff >>> 9;
+const DISCARD_GRANULARITY = 4096;
+
+interface Backing {
+  problems: string[];
+  notes: string[];
+  kind: 'file' | 'block';
+  /** bytes of the file or device */
+  total: number;
+  /** bytes the disk exposes */
+  size: number;
+  readOnly: boolean;
+  canDiscard: boolean;
+}
+
+function sysBlock(fsx: TargetFs, major: number, minor: number, attr: string): string | undefined {
+  // /sys/dev/block/M:m links to the device's directory; a partition's queue/ is in its parent.
+  const base = `/sys/dev/block/${major}:${minor}`;
+  return fsx.readText(`${base}/${attr}`) ?? (attr.startsWith('queue/') ? fsx.readText(`${base}/../${attr}`) : undefined);
+}
+
+function sysNumber(fsx: TargetFs, major: number, minor: number, attr: string): number | undefined {
+  const t = sysBlock(fsx, major, minor, attr);
+  if (t === undefined || !/^\s*\d+\s*$/.test(t)) return undefined;
+  return Number(t.trim());
+}
+
+function inspect(spec: AddSpec, fsx: TargetFs): Backing {
+  const b: Backing = { problems: [], notes: [], kind: 'file', total: 0, size: 0, readOnly: spec.readOnly, canDiscard: false };
+  const file = spec.file;
+  if (!file) {
+    b.problems.push('-t loop needs -f/--file FILE');
+    return b;
+  }
+  const lbs = spec.logicalBlockSize;
+
+  let st;
+  try {
+    st = fsx.stat(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    b.problems.push(code === 'ENOENT' ? `-f ${file}: no such file or directory` : `-f ${file}: cannot stat (${code})`);
+    return b;
+  }
+  if (st.kind === 'directory') {
+    b.problems.push(`-f ${file}: is a directory`);
+    return b;
+  }
+  if (st.kind === 'other') {
+    b.problems.push(`-f ${file}: not a regular file or block device`);
+    return b;
+  }
+  b.kind = st.kind;
+
+  // Open it the way the server will: read-write unless asked for read-only; a file we may only
+  // read becomes a read-only disk rather than an error.
+  if (!spec.readOnly) {
+    const rw = fsx.tryOpen(file, true);
+    if (rw !== undefined) {
+      const ro = fsx.tryOpen(file, false);
+      if (ro !== undefined) {
+        b.problems.push(`-f ${file}: cannot open for reading (${ro})`);
+        return b;
+      }
+      b.readOnly = true;
+      b.notes.push(`${file} is not writable (${rw}): the disk is read-only`);
+    }
+  } else {
+    const ro = fsx.tryOpen(file, false);
+    if (ro !== undefined) {
+      b.problems.push(`-f ${file}: cannot open for reading (${ro})`);
+      return b;
+    }
+  }
+
+  if (st.kind === 'block') {
+    const sectors = sysNumber(fsx, st.major, st.minor, 'size');
+    if (sectors === undefined) {
+      b.problems.push(`-f ${file}: cannot read its size from /sys/dev/block/${st.major}:${st.minor}/size`);
+      return b;
+    }
+    b.total = sectors * 512;
+    const devLbs = sysNumber(fsx, st.major, st.minor, 'queue/logical_block_size');
+    if (devLbs !== undefined && devLbs > lbs && !spec.bufferedIo) {
+      b.problems.push(`-f ${file}: its logical block size is ${devLbs}, larger than ${lbs}; use -b ${devLbs} or --buffered_io`);
+    }
+    b.canDiscard = (sysNumber(fsx, st.major, st.minor, 'queue/discard_max_bytes') ?? 0) > 0;
+  } else {
+    b.total = st.size;
+    b.canDiscard = true; // fallocate(PUNCH_HOLE)
+  }
+
+  if (b.total === 0) {
+    b.problems.push(`-f ${file}: is empty`);
+    return b;
+  }
+  const offsetBytes = spec.offsetSectors * 512;
+  if (offsetBytes >= b.total) {
+    b.problems.push(
+      `--offset ${spec.offsetSectors} sectors (${offsetBytes} bytes) is at or beyond the end of ${file} (${b.total} bytes)`,
+    );
+    return b;
+  }
+  const avail = b.total - offsetBytes;
+  if (spec.sizeBytes !== undefined) {
+    if (spec.sizeBytes > avail) {
+      b.problems.push(`--size ${spec.sizeBytes} is larger than the ${avail} bytes of ${file} after the offset`);
+    }
+    b.size = spec.sizeBytes;
+  } else {
+    if (avail % lbs !== 0) {
+      b.problems.push(
+        `-f ${file}: ${avail} bytes (after the offset) is not a multiple of the logical block size ${lbs}; use --size to trim it`,
+      );
+    }
+    b.size = avail;
+  }
+  if (b.readOnly) b.canDiscard = false;
+  return b;
+}
+
+export const loopTarget: TargetDescriptor = {
+  name: 'loop',
+
+  validate(spec, fsx = realFs) {
+    return inspect(spec, fsx).problems;
+  },
+
+  describe(spec, fsx = realFs): TargetDescription {
+    const b = inspect(spec, fsx);
+    if (b.problems.length > 0) throw new UsageError(b.problems);
+    const lbsShift = shiftOf(spec.logicalBlockSize);
+    const zeroCopy = spec.zeroCopy !== 'off';
+
+    const params: UblkParams = {
+      basic: {
+        attrs: ATTR.VOLATILE_CACHE | ATTR.FUA | (b.readOnly ? ATTR.READ_ONLY : 0),
+        logicalBsShift: lbsShift,
+        physicalBsShift: Math.max(12, lbsShift),
+        ioOptShift: 12,
+        ioMinShift: lbsShift,
+        maxSectors: spec.maxIoBufBytes >>> 9,
+        chunkSectors: 0,
+        devSectors: BigInt(b.size) >> 9n,
+        virtBoundaryMask: 0n,
+      },
+    };
+    if (b.canDiscard) {
+      params.discard = {
+        discardAlignment: 0,
+        discardGranularity: DISCARD_GRANULARITY,
+        maxDiscardSectors: MAX_DISCARD_SECTORS,
+        maxWriteZeroesSectors: MAX_DISCARD_SECTORS,
+        maxDiscardSegments: 1,
+      };
+    }
+    // With zero copy the request pages go straight to the backing file's O_DIRECT I/O: tell the
+    // block layer to keep buffers 512-byte aligned (ublksrv's loop does the same).
+    if (zeroCopy) params.dma = { alignment: 511 };
+
+    return {
+      serve: {
+        target: 'loop',
+        backingPath: spec.file,
+        directIo: !spec.bufferedIo,
+        readOnly: b.readOnly,
+        offsetBytes: spec.offsetSectors * 512,
+      },
+      params,
+      json: {
+        name: 'loop',
+        type: 0,
+        backing_file: spec.file ?? '',
+        dev_size: b.size,
+        direct_io: spec.bufferedIo ? 0 : 1,
+        offset: spec.offsetSectors,
+        read_only: b.readOnly ? 1 : 0,
+      },
+      sizeBytes: b.size,
+      readOnly: b.readOnly,
+      notes: b.notes,
+    };
+  },
+};

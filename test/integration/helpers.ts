@@ -1,0 +1,192 @@
+// Shared tools for the integration tests. They drive the real product (bin/ublk-ts, a separate
+// server process per device) against the real kernel driver, with real fio, mkfs and mount.
+// Files the tests make live in the guest's /tmp (a tmpfs of its own inside the VM).
+
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export const REPO = path.resolve(__dirname, '..', '..', '..');
+export const CLI = path.join(REPO, 'bin', 'ublk-ts');
+export const WORK = process.env.UBLK_TS_TEST_DIR ?? '/tmp/ublk-ts-it';
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function result(r: SpawnSyncReturns<string>): RunResult {
+  if (r.error) throw r.error;
+  return { code: r.status ?? (r.signal ? 128 : 1), stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+/** Runs `ublk-ts ARGS` as a user would; never throws on a non-zero exit. */
+export function cli(args: string[], opts: { env?: NodeJS.ProcessEnv; prefix?: string[]; timeoutMs?: number } = {}): RunResult {
+  const argv = [...(opts.prefix ?? []), process.execPath, CLI, ...args];
+  return result(
+    spawnSync(argv[0], argv.slice(1), {
+      encoding: 'utf8',
+      env: { ...process.env, ...opts.env },
+      timeout: opts.timeoutMs ?? 120_000,
+    }),
+  );
+}
+
+/** Runs a shell command; throws with its output when it fails. */
+export function sh(cmd: string, timeoutMs = 300_000): string {
+  const r = result(spawnSync('bash', ['-c', cmd], { encoding: 'utf8', timeout: timeoutMs }));
+  if (r.code !== 0) throw new Error(`\`${cmd}\` exited ${r.code}\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+export function shResult(cmd: string, timeoutMs = 300_000): RunResult {
+  return result(spawnSync('bash', ['-c', cmd], { encoding: 'utf8', timeout: timeoutMs }));
+}
+
+export function workDir(): string {
+  fs.mkdirSync(WORK, { recursive: true });
+  return WORK;
+}
+
+/** A backing file of `mib` MiB, zero-filled (sparse) or random. */
+export function makeBacking(name: string, mib: number, fill: 'sparse' | 'random' = 'sparse'): string {
+  const file = path.join(workDir(), name);
+  fs.rmSync(file, { force: true });
+  if (fill === 'sparse') sh(`truncate -s ${mib}M ${file}`);
+  else sh(`dd if=/dev/urandom of=${file} bs=1M count=${mib} status=none`);
+  return file;
+}
+
+/** `ublk-ts add ARGS`; returns the new device id, or throws with what the CLI said. */
+export function addDevice(args: string[]): number {
+  const r = cli(['add', ...args]);
+  if (r.code !== 0) throw new Error(`ublk-ts add ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
+  const m = /^dev id (\d+):/m.exec(r.stdout);
+  if (!m) throw new Error(`ublk-ts add printed no "dev id N:" line:\n${r.stdout}`);
+  const id = Number(m[1]);
+  if (!fs.existsSync(`/dev/ublkb${id}`)) throw new Error(`add returned but /dev/ublkb${id} does not exist`);
+  return id;
+}
+
+export function delDevice(id: number): void {
+  const r = cli(['del', '-n', String(id)]);
+  if (r.code !== 0) throw new Error(`ublk-ts del -n ${id} exited ${r.code}: ${r.stderr}`);
+}
+
+/** Deletes every ublk device; for cleanup after a failed test. */
+export function delAll(): void {
+  cli(['del', '-a']);
+}
+
+export function ublkDevices(): string[] {
+  return fs.readdirSync('/dev').filter((n) => /^ublk[bc]\d+$/.test(n));
+}
+
+export interface FioJob {
+  name: string;
+  rw: string;
+  bs: string;
+  iodepth: number;
+  size?: string;
+  extra?: Record<string, string | number>;
+}
+
+/**
+ * Runs fio jobs one after another (stonewall) on `filename` and returns fio's JSON. Throws when
+ * fio fails or any job reports an error (which includes a verify mismatch).
+ */
+export function fio(filename: string, jobs: FioJob[], global: Record<string, string | number> = {}): any {
+  const lines = ['[global]', `filename=${filename}`, 'ioengine=io_uring', 'direct=1', 'stonewall'];
+  for (const [k, v] of Object.entries(global)) lines.push(`${k}=${v}`);
+  for (const j of jobs) {
+    lines.push(`[${j.name}]`, `rw=${j.rw}`, `bs=${j.bs}`, `iodepth=${j.iodepth}`);
+    if (j.size) lines.push(`size=${j.size}`);
+    for (const [k, v] of Object.entries(j.extra ?? {})) lines.push(`${k}=${v}`);
+  }
+  const jobFile = path.join(workDir(), `fio-${process.pid}-${Date.now()}.fio`);
+  fs.writeFileSync(jobFile, lines.join('\n') + '\n');
+  const r = shResult(`fio --output-format=json ${jobFile}`, 600_000);
+  fs.rmSync(jobFile, { force: true });
+  let out: any;
+  try {
+    out = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
+  } catch {
+    throw new Error(`fio exited ${r.code} without JSON output:\n${r.stdout}\n${r.stderr}`);
+  }
+  const bad = (out.jobs ?? []).filter((j: any) => j.error !== 0);
+  if (r.code !== 0 || bad.length > 0) {
+    throw new Error(
+      `fio failed (exit ${r.code}); jobs with errors: ${bad.map((j: any) => `${j.jobname}: error ${j.error}`).join(', ')}\n${r.stderr}`,
+    );
+  }
+  return out;
+}
+
+/** The standard write + crc32c verify set from the issues: 4k random and 128k sequential, QD 1 and 64. */
+export function verifyJobs(size: string): FioJob[] {
+  const v = { verify: 'crc32c', do_verify: 1, verify_fatal: 1, randrepeat: 0 } as Record<string, string | number>;
+  return [
+    { name: 'rand4k-qd1', rw: 'randwrite', bs: '4k', iodepth: 1, size, extra: v },
+    { name: 'rand4k-qd64', rw: 'randwrite', bs: '4k', iodepth: 64, size, extra: v },
+    { name: 'seq128k-qd1', rw: 'write', bs: '128k', iodepth: 1, size, extra: v },
+    { name: 'seq128k-qd64', rw: 'write', bs: '128k', iodepth: 64, size, extra: v },
+  ];
+}
+
+export function sha256File(file: string, length?: number): string {
+  const h = crypto.createHash('sha256');
+  const fd = fs.openSync(file, 'r');
+  const buf = Buffer.alloc(1 << 20);
+  let pos = 0;
+  try {
+    for (;;) {
+      const want = length === undefined ? buf.length : Math.min(buf.length, length - pos);
+      if (want <= 0) break;
+      const n = fs.readSync(fd, buf, 0, want, pos);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+/** Starts a long-running command in the background; resolves with its exit when it ends. */
+export function background(cmd: string): { done: Promise<RunResult>; pid: number } {
+  const child = spawn('bash', ['-c', cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<RunResult>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr })),
+  );
+  return { done, pid: child.pid ?? -1 };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Waits until `pred` holds, polling; throws after `timeoutMs` with `what`. */
+export async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (pred()) return;
+    await sleep(100);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
