@@ -114,6 +114,7 @@ class Queue {
   void on_ublk_cmd(unsigned tag, int res);
   void on_data_cqe(Kind kind, unsigned tag, int res);
   void submit_data_step(unsigned tag);
+  void prep_buf_cmd(struct io_uring_sqe *sqe, bool reg, unsigned tag);
   void arm_wake();
   __u64 cmd_addr(unsigned tag) const;
   bool need_manual_reg(unsigned tag) const;

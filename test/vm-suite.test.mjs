@@ -74,6 +74,10 @@ if (files.length === 0) {
   const runDir = path.join(repo, '.cache', 'vm-run', `suite-${Date.now()}-${process.pid}`);
   fs.mkdirSync(runDir, { recursive: true });
   const eventsFile = path.join(runDir, 'events.jsonl');
+  // The integration helpers log every command they run here, with timings: `tail -f` it to see
+  // where a slow or stuck guest test is (it is printed on failure too).
+  const traceFile = path.join(runDir, 'trace.log');
+  process.env.UBLK_TS_TRACE ??= traceFile;
   const started = Date.now();
   const { code, signal, spawnError } = await runInVm([
     '--timeout', String(vmTimeout), '--share', runDir, '--',
@@ -87,6 +91,7 @@ if (files.length === 0) {
   const reason = spawnError ? `cannot run bash: ${spawnError.message}`
     : readOr(path.join(runDir, 'host-reason'), `run-in-vm.sh exited ${code}${signal ? ` (${signal})` : ''}`);
   const events = parseEvents(readOr(eventsFile, ''));
+  if (code !== 0) process.stderr.write(`vm-suite: last commands the tests ran:\n${readOr(traceFile, '(none)').split('\n').slice(-15).join('\n')}\n`);
   if (process.env.UBLK_TS_VM_KEEP === '1') {
     process.stderr.write(`vm-suite: kept ${runDir}\n`);
   } else {

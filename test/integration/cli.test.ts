@@ -11,6 +11,7 @@ import {
   delAll,
   makeBacking,
   processAlive,
+  processesMatching,
   shResult,
   ublkDevices,
   waitFor,
@@ -31,8 +32,7 @@ function stateFiles(): string[] {
 }
 
 function serverProcesses(): string[] {
-  const r = shResult('pgrep -af "daemon/server-main" || true');
-  return r.stdout.split('\n').filter((l) => l.trim() && !l.includes('pgrep'));
+  return processesMatching('daemon/server-main');
 }
 
 /** Nothing of a device may be left: no node, no server process, no state file. */
@@ -92,6 +92,7 @@ describe('add, list and del', () => {
   test('SIGTERM to a server stops and deletes its device', async () => {
     const id = addDevice(['-t', 'null']);
     const pid = Number(/daemon pid (\d+)/.exec(cli(['list', '-n', String(id)]).stdout)![1]);
+    assert.ok(pid > 1, `bad daemon pid ${pid}`);
     process.kill(pid, 'SIGTERM');
     await waitFor(() => !processAlive(pid) && !fs.existsSync(`/dev/ublkb${id}`), 30_000, 'the server to exit');
     assertClean('after SIGTERM');

@@ -21,17 +21,18 @@ after(() => delAll());
 for (const mode of MODES) {
   describe(`loop, ${mode.name}`, () => {
     for (const queues of [1, 4]) {
-      test(`${queues} queue(s): fio crc32c verify, then the bytes read back equal the file`, () => {
+      test(`${queues} queue(s): fio crc32c verify${queues > 1 ? ', then the bytes read back equal the file' : ''}`, () => {
         const file = makeBacking(`verify-${queues}.img`, DISK_MIB);
         const id = addDevice(['-t', 'loop', '-f', file, '-q', String(queues), '-d', '64', ...mode.args]);
         try {
-          const out = fio(`/dev/ublkb${id}`, verifyJobs('8M'));
+          const out = fio(`/dev/ublkb${id}`, verifyJobs());
           for (const j of out.jobs) assert.equal(j.error, 0, `${j.jobname} reported error ${j.error}`);
           const written = out.jobs.reduce((n: number, j: any) => n + j.write.io_bytes, 0);
-          assert.ok(written >= 4 * 8 * 1024 * 1024, `fio wrote only ${written} bytes`);
+          assert.equal(written, 2 * (2 << 20) + 2 * (16 << 20), `fio wrote ${written} bytes`);
         } finally {
           delDevice(id);
         }
+        if (queues === 1) return;
         // A second, fresh device (copy mode) must show exactly what is in the file.
         const id2 = addDevice(['-t', 'loop', '-f', file]);
         try {

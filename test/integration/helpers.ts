@@ -17,6 +17,25 @@ export interface RunResult {
   stderr: string;
 }
 
+/** Appends a line to $UBLK_TS_TRACE (set by the VM suite): which command ran, how long it took. */
+export function trace(msg: string): void {
+  const file = process.env.UBLK_TS_TRACE;
+  if (!file) return;
+  try {
+    fs.appendFileSync(file, `${new Date().toISOString()} [${path.basename(process.argv[1] ?? '')}] ${msg}\n`);
+  } catch {
+    // tracing must never break a test
+  }
+}
+
+function traced<T extends RunResult>(what: string, run: () => T): T {
+  trace(`start ${what}`);
+  const t0 = Date.now();
+  const r = run();
+  trace(`end   ${what} -> ${r.code} in ${Date.now() - t0} ms`);
+  return r;
+}
+
 function result(r: SpawnSyncReturns<string>): RunResult {
   if (r.error) throw r.error;
   return { code: r.status ?? (r.signal ? 128 : 1), stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
@@ -25,24 +44,28 @@ function result(r: SpawnSyncReturns<string>): RunResult {
 /** Runs `ublk-ts ARGS` as a user would; never throws on a non-zero exit. */
 export function cli(args: string[], opts: { env?: NodeJS.ProcessEnv; prefix?: string[]; timeoutMs?: number } = {}): RunResult {
   const argv = [...(opts.prefix ?? []), process.execPath, CLI, ...args];
-  return result(
-    spawnSync(argv[0], argv.slice(1), {
-      encoding: 'utf8',
-      env: { ...process.env, ...opts.env },
-      timeout: opts.timeoutMs ?? 120_000,
-    }),
+  return traced(`ublk-ts ${args.join(' ')}`, () =>
+    result(
+      spawnSync(argv[0], argv.slice(1), {
+        encoding: 'utf8',
+        env: { ...process.env, ...opts.env },
+        timeout: opts.timeoutMs ?? 120_000,
+      }),
+    ),
   );
 }
 
 /** Runs a shell command; throws with its output when it fails. */
 export function sh(cmd: string, timeoutMs = 300_000): string {
-  const r = result(spawnSync('bash', ['-c', cmd], { encoding: 'utf8', timeout: timeoutMs }));
+  const r = shResult(cmd, timeoutMs);
   if (r.code !== 0) throw new Error(`\`${cmd}\` exited ${r.code}\n${r.stdout}\n${r.stderr}`);
   return r.stdout;
 }
 
 export function shResult(cmd: string, timeoutMs = 300_000): RunResult {
-  return result(spawnSync('bash', ['-c', cmd], { encoding: 'utf8', timeout: timeoutMs }));
+  return traced(cmd.length > 120 ? cmd.slice(0, 117) + '...' : cmd, () =>
+    result(spawnSync('bash', ['-c', cmd], { encoding: 'utf8', timeout: timeoutMs })),
+  );
 }
 
 export function workDir(): string {
@@ -54,8 +77,17 @@ export function workDir(): string {
 export function makeBacking(name: string, mib: number, fill: 'sparse' | 'random' = 'sparse'): string {
   const file = path.join(workDir(), name);
   fs.rmSync(file, { force: true });
-  if (fill === 'sparse') sh(`truncate -s ${mib}M ${file}`);
-  else sh(`dd if=/dev/urandom of=${file} bs=1M count=${mib} status=none`);
+  if (fill === 'sparse') {
+    fs.writeFileSync(file, '');
+    fs.truncateSync(file, mib << 20);
+  } else {
+    const fd = fs.openSync(file, 'w');
+    try {
+      for (let i = 0; i < mib; i++) fs.writeSync(fd, crypto.randomBytes(1 << 20));
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
   return file;
 }
 
@@ -78,6 +110,21 @@ export function delDevice(id: number): void {
 /** Deletes every ublk device; for cleanup after a failed test. */
 export function delAll(): void {
   cli(['del', '-a']);
+}
+
+/** Command lines of running processes whose command line contains `needle` (read from /proc). */
+export function processesMatching(needle: string): string[] {
+  const out: string[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      if (!processAlive(Number(pid))) continue;
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+      if (cmd.includes(needle) && Number(pid) !== process.pid) out.push(`${pid} ${cmd}`);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }
 
 export function ublkDevices(): string[] {
@@ -125,13 +172,15 @@ export function fio(filename: string, jobs: FioJob[], global: Record<string, str
 }
 
 /** The standard write + crc32c verify set from the issues: 4k random and 128k sequential, QD 1 and 64. */
-export function verifyJobs(size: string): FioJob[] {
+// Sizes are small on purpose: the VM emulates its CPU, and every job still crosses the whole
+// data path thousands of times (4k jobs: 512 writes + 512 verified reads each).
+export function verifyJobs(size4k = '2M', size128k = '16M'): FioJob[] {
   const v = { verify: 'crc32c', do_verify: 1, verify_fatal: 1, randrepeat: 0 } as Record<string, string | number>;
   return [
-    { name: 'rand4k-qd1', rw: 'randwrite', bs: '4k', iodepth: 1, size, extra: v },
-    { name: 'rand4k-qd64', rw: 'randwrite', bs: '4k', iodepth: 64, size, extra: v },
-    { name: 'seq128k-qd1', rw: 'write', bs: '128k', iodepth: 1, size, extra: v },
-    { name: 'seq128k-qd64', rw: 'write', bs: '128k', iodepth: 64, size, extra: v },
+    { name: 'rand4k-qd1', rw: 'randwrite', bs: '4k', iodepth: 1, size: size4k, extra: v },
+    { name: 'rand4k-qd64', rw: 'randwrite', bs: '4k', iodepth: 64, size: size4k, extra: { ...v, offset: '32M' } },
+    { name: 'seq128k-qd1', rw: 'write', bs: '128k', iodepth: 1, size: size128k, extra: { ...v, offset: '8M' } },
+    { name: 'seq128k-qd64', rw: 'write', bs: '128k', iodepth: 64, size: size128k, extra: { ...v, offset: '40M' } },
   ];
 }
 
@@ -182,10 +231,11 @@ export async function waitFor(pred: () => boolean, timeoutMs: number, what: stri
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
+/** A process that exists and is not a zombie (an exited orphan not yet reaped by PID 1). */
 export function processAlive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
   } catch {
     return false;
   }

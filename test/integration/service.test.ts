@@ -1,0 +1,233 @@
+// `ublk-ts serve` against the real driver, with this test playing systemd (a notify socket it
+// listens on) and Prometheus (its /metrics endpoint, promtool, and a real Prometheus server when
+// Debian's `prometheus` package is installed):
+//   READY=1 only once /dev/ublkbN exists and serves I/O; fio crc32c verify through the device;
+//   non-zero I/O counters and latency buckets for it; WATCHDOG=1 at the asked interval; SIGHUP
+//   adds and removes a device; `del` of one device leaves the service up; SIGTERM → STOPPING=1,
+//   every device deleted, exit 0.
+// One service process for the whole file: node start-ups cost ~4 s each in the VM.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { requireKernel } from './kernel-gate';
+import { REPO, cli, fio, makeBacking, processAlive, sh, sleep, verifyJobs, waitFor, workDir } from './helpers';
+import { listenNotify, python3, type NotifyListener } from '../notify-socket';
+import { find, parseExposition } from '../prom-text';
+
+const SERVE = path.join(REPO, 'dist', 'daemon', 'cli.js');
+const WATCHDOG_USEC = 2_000_000; // pings every second
+
+function httpGet(url: string, timeoutMs = 30_000): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${url}: timeout`)));
+    req.on('error', reject);
+  });
+}
+
+function have(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+interface LogRecord {
+  event?: string;
+  devId?: number;
+  time: number;
+  address?: string;
+  [k: string]: unknown;
+}
+
+describe('serve: a device from a config file, under systemd\'s and Prometheus\'s eyes', () => {
+  let listener: NotifyListener;
+  let child: ChildProcess;
+  let out = '';
+  let exit: Promise<number | null>;
+  let config: string;
+  let devId = -1;
+  let metricsUrl = '';
+  const records = (): LogRecord[] =>
+    out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogRecord);
+
+  const writeConfig = (devices: unknown[]) =>
+    fs.writeFileSync(config, JSON.stringify({ service: { metricsAddress: '127.0.0.1:0', logLevel: 'info' }, devices }, null, 2));
+
+  before(async () => {
+    requireKernel();
+    if (!python3()) throw new Error('python3 is needed to play systemd\'s notify socket');
+    const dir = workDir();
+    const backing = makeBacking('service.img', 64);
+    config = path.join(dir, 'service.json');
+    writeConfig([{ name: 'data', target: 'loop', file: backing, queues: 2, depth: 64 }]);
+    listener = await listenNotify();
+    child = spawn(process.execPath, [SERVE, 'serve', '--config', config, '--log-format', 'json'], {
+      env: { ...process.env, NOTIFY_SOCKET: listener.socket, WATCHDOG_USEC: String(WATCHDOG_USEC) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout?.on('data', (d: Buffer) => (out += d));
+    child.stderr?.on('data', (d: Buffer) => process.stderr.write(d));
+    exit = new Promise((r) => child.on('exit', (code) => r(code)));
+  });
+
+  after(async () => {
+    if (child && child.exitCode === null) {
+      child.kill('SIGTERM');
+      await Promise.race([exit, sleep(60_000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+    listener?.close();
+    cli(['del', '-a']);
+  });
+
+  test('READY=1 arrives once /dev/ublkbN exists and serves I/O, with the device in STATUS=', async () => {
+    const ready = await listener.waitFor((m) => m.fields.READY === '1', 180_000, 'READY=1');
+    const live = records().find((r) => r.event === 'live');
+    assert.ok(live, 'the service logged the device live');
+    devId = live.devId as number;
+    assert.ok(live.time <= ready.atMs, 'LIVE before READY');
+    // right now, as systemd would start dependent units: the disk exists and answers a read
+    assert.ok(fs.statSync(`/dev/ublkb${devId}`).isBlockDevice());
+    sh(`dd if=/dev/ublkb${devId} of=/dev/null bs=4k count=1 iflag=direct status=none`);
+    assert.equal(ready.fields.STATUS, `1/1 devices live: data=ublkb${devId}`);
+    assert.equal(ready.fields.MAINPID, String(child.pid));
+    const before = listener.messages.slice(0, listener.messages.indexOf(ready));
+    assert.ok(!before.some((m) => m.fields.READY), 'READY=1 only once');
+    const m = records().find((r) => r.event === 'metrics_listening');
+    assert.ok(m?.address, 'metrics address logged');
+    metricsUrl = `http://${m.address}/metrics`;
+  });
+
+  test('fio write + crc32c verify through the device', () => {
+    assert.ok(devId >= 0);
+    fio(`/dev/ublkb${devId}`, verifyJobs());
+  });
+
+  test('/metrics: non-zero I/O counters, bytes and latency buckets for the device; promtool finds no problem', async (t) => {
+    const r = await httpGet(metricsUrl);
+    assert.equal(r.status, 200);
+    const e = parseExposition(r.body);
+    const dev = String(devId);
+    const sum = (name: string, match: Record<string, string>) => find(e, name, { dev, ...match }).reduce((a, s) => a + s.value, 0);
+    assert.ok(sum('ublk_io_operations_total', { op: 'write' }) > 0, 'writes counted');
+    assert.ok(sum('ublk_io_operations_total', { op: 'read' }) > 0, 'reads counted');
+    assert.ok(sum('ublk_io_bytes_total', { op: 'write' }) >= 2 * 2 ** 20, 'bytes counted');
+    assert.equal(sum('ublk_io_errors_total', {}), 0);
+    assert.equal(find(e, 'ublk_queue_depth', { dev }).length, 2, 'both queues');
+    assert.equal(find(e, 'ublk_queue_depth', { dev, queue: '0' })[0].value, 64);
+    const inf = sum('ublk_io_latency_seconds_bucket', { le: '+Inf' });
+    assert.equal(inf, sum('ublk_io_operations_total', {}), 'every completed I/O is in the histogram');
+    const finite = find(e, 'ublk_io_latency_seconds_bucket', { dev }).filter((s) => s.labels.le !== '+Inf' && s.value > 0);
+    assert.ok(finite.length > 0, 'latencies fall in finite buckets');
+    assert.ok(sum('ublk_io_latency_seconds_sum', {}) > 0);
+    assert.equal(find(e, 'ublk_device_state', { dev, state: 'live' })[0].value, 1);
+    assert.equal(find(e, 'ublk_device_zero_copy_mode', { dev }).length, 1);
+    if (!have('promtool')) return t.skip('promtool is not installed (scripts/service-test-deps.sh installs Debian\'s prometheus)');
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: r.body, encoding: 'utf8' });
+    assert.equal(lint.status, 0, lint.stdout + lint.stderr);
+  });
+
+  test('a real Prometheus server scrapes the endpoint; its HTTP API returns the device\'s counters and buckets', async (t) => {
+    if (!have('prometheus')) return t.skip('prometheus is not installed (scripts/service-test-deps.sh installs Debian\'s prometheus)');
+    const dir = path.join(workDir(), 'prometheus');
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir, { recursive: true });
+    const target = new URL(metricsUrl).host;
+    fs.writeFileSync(
+      path.join(dir, 'prometheus.yml'),
+      `global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: ublk-ts\n    static_configs:\n      - targets: ['${target}']\n`,
+    );
+    const prom = spawn(
+      'prometheus',
+      [`--config.file=${dir}/prometheus.yml`, `--storage.tsdb.path=${dir}/data`, '--web.listen-address=127.0.0.1:19090', '--log.level=warn'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let promErr = '';
+    prom.stderr?.on('data', (d: Buffer) => (promErr += d));
+    try {
+      const query = async (q: string): Promise<number> => {
+        const r = await httpGet(`http://127.0.0.1:19090/api/v1/query?query=${encodeURIComponent(q)}`, 10_000);
+        const j = JSON.parse(r.body) as { status: string; data: { result: Array<{ value: [number, string] }> } };
+        return j.status === 'success' && j.data.result.length > 0 ? Number(j.data.result[0].value[1]) : NaN;
+      };
+      const dev = String(devId);
+      let ops = NaN;
+      const end = Date.now() + 180_000;
+      while (Date.now() < end && !(ops > 0)) {
+        await sleep(1000);
+        ops = await query(`sum(ublk_io_operations_total{dev="${dev}"})`).catch(() => NaN);
+      }
+      assert.ok(ops > 0, `Prometheus never returned the device's operations; its log:\n${promErr}`);
+      assert.equal(await query('up{job="ublk-ts"}'), 1);
+      assert.ok((await query(`sum(ublk_io_latency_seconds_bucket{dev="${dev}",le="+Inf"})`)) > 0, 'latency buckets');
+      assert.ok((await query(`sum(ublk_io_bytes_total{dev="${dev}",op="write"})`)) > 0, 'bytes');
+      const q = await query(`histogram_quantile(0.5, sum by (le) (ublk_io_latency_seconds_bucket{dev="${dev}"}))`);
+      assert.ok(q > 0 && q < 10, `median latency ${q} s`);
+    } finally {
+      prom.kill('SIGTERM');
+      await new Promise((r) => prom.once('exit', r));
+    }
+  });
+
+  test('WATCHDOG=1 every WATCHDOG_USEC/2', () => {
+    const pings = listener.messages.filter((m) => m.text === 'WATCHDOG=1');
+    assert.ok(pings.length >= 5, `${pings.length} pings`);
+    const gaps = pings.slice(1).map((p, i) => p.atMs - pings[i].atMs).sort((a, b) => a - b);
+    const median = gaps[Math.floor(gaps.length / 2)];
+    assert.ok(median > 800 && median < 1500, `median gap ${median} ms for a 1000 ms interval (gaps ${gaps.join(',')})`);
+    assert.ok(gaps[gaps.length - 1] < WATCHDOG_USEC / 1000, 'never as late as the watchdog timeout');
+  });
+
+  test('SIGHUP adds a device, `del` of it leaves the service up, SIGHUP brings it back, removing it deletes it', async () => {
+    const base = listener.messages.length;
+    writeConfig([
+      { name: 'data', target: 'loop', file: path.join(workDir(), 'service.img'), queues: 2, depth: 64 },
+      { name: 'extra', target: 'null', size: '64M' },
+    ]);
+    child.kill('SIGHUP');
+    const ready = await listener.waitFor((m) => m.fields.READY === '1', 60_000, 'READY=1 after adding a device', base);
+    const extra = records().filter((r) => r.event === 'live').at(-1)!.devId as number;
+    assert.notEqual(extra, devId);
+    assert.equal(ready.fields.STATUS, `2/2 devices live: data=ublkb${devId}, extra=ublkb${extra}`);
+    assert.ok(fs.existsSync(`/dev/ublkb${extra}`));
+
+    const del = cli(['del', '-n', String(extra)]);
+    assert.equal(del.code, 0, del.stderr);
+    assert.match(del.stderr, /of the ublk-ts service/);
+    await waitFor(() => !fs.existsSync(`/dev/ublkc${extra}`), 30_000, `ublkc${extra} to go`);
+    assert.ok(processAlive(child.pid!), 'the service is still running');
+    sh(`dd if=/dev/ublkb${devId} of=/dev/null bs=4k count=1 iflag=direct status=none`);
+    await waitFor(() => records().some((r) => r.event === 'device_lost'), 30_000, 'device_lost logged');
+
+    const b2 = listener.messages.length;
+    child.kill('SIGHUP');
+    await listener.waitFor((m) => m.fields.READY === '1', 60_000, 'READY=1 after the reload', b2);
+    const back = records().filter((r) => r.event === 'live').at(-1)!.devId as number;
+    assert.ok(fs.existsSync(`/dev/ublkb${back}`), 'extra is back');
+
+    const b3 = listener.messages.length;
+    writeConfig([{ name: 'data', target: 'loop', file: path.join(workDir(), 'service.img'), queues: 2, depth: 64 }]);
+    child.kill('SIGHUP');
+    const r3 = await listener.waitFor((m) => m.fields.READY === '1', 60_000, 'READY=1 after removing it', b3);
+    assert.equal(r3.fields.STATUS, `1/1 devices live: data=ublkb${devId}`);
+    await waitFor(() => !fs.existsSync(`/dev/ublkc${back}`), 30_000, `ublkc${back} deleted`);
+  });
+
+  test('SIGTERM: STOPPING=1, every device stopped and deleted, exit 0', async () => {
+    const base = listener.messages.length;
+    child.kill('SIGTERM');
+    await listener.waitFor((m) => m.fields.STOPPING === '1', 60_000, 'STOPPING=1', base);
+    assert.equal(await exit, 0);
+    assert.ok(!fs.existsSync(`/dev/ublkc${devId}`) && !fs.existsSync(`/dev/ublkb${devId}`), 'device deleted');
+    const events = records().filter((r) => r.devId === devId).map((r) => r.event);
+    for (const e of ['added', 'live', 'stopping', 'deleted', 'stopped']) {
+      assert.equal(events.filter((x) => x === e).length, 1, `"${e}" logged once for device ${devId}: ${events.join(',')}`);
+    }
+  });
+});
