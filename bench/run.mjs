@@ -3,8 +3,8 @@
 // scripts/bench.mjs boots, or directly on a host that has /dev/ublk-control), as root, from the
 // repo's root. Usage: node bench/run.mjs CONFIG.json
 //   CONFIG: { runtime, ramp, rows: [names], jobs: [names], fileSize (bytes), workDir, out }
-// For each row it sets a device up (ublk rows through the product's CLI, `node bin/ublk-ts add`),
-// runs every job with fio on it, and tears it down. Results go to CONFIG.out as JSON, rewritten
+// It sets every row's device up (ublk rows through the product's CLI, `node bin/ublk-ts add`), then
+// runs each job with fio on every row in turn, and tears the devices down. Results go to CONFIG.out as JSON, rewritten
 // after every job, so that a run cut short still leaves what it measured.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -117,6 +117,35 @@ function fioArgs(job, filename, outFile) {
   ];
 }
 result.fio_args = fioArgs({ name: '<job>', rw: '<rw>', bs: '<bs>', qd: '<qd>' }, '<device>', '<out.json>').join(' ');
+
+/**
+ * With cfg.hostLoad (a TCG guest): the host writes its load (other QEMU guests, others' CPU use)
+ * to a shared file every 2 s; a busy host halves what a TCG guest measures, so before each job
+ * wait until it has been quiet for two samples, within the per-job and total budgets. Returns
+ * seconds waited.
+ */
+let waitedTotal = 0;
+function waitForQuietHost() {
+  const h = cfg.hostLoad;
+  if (!h) return 0;
+  const ts = Date.now();
+  const quiet = () => {
+    try {
+      const s = JSON.parse(fs.readFileSync(h.file, 'utf8')).slice(-2);
+      return s.length === 2 && s.every((x) => x.foreign_qemu === 0 && x.foreign_pct < h.quietPct);
+    } catch { return true; }
+  };
+  let said = false;
+  while (!quiet()) {
+    const w = (Date.now() - ts) / 1000;
+    if (w >= h.jobWait || waitedTotal + w >= h.jobWaitTotal) break;
+    if (!said) { log(`host busy (other QEMU guests or builds): waiting up to ${h.jobWait}s before the next job`); said = true; }
+    spawnSync('sleep', ['2']);
+  }
+  const w = (Date.now() - ts) / 1000;
+  waitedTotal += w;
+  return w;
+}
 
 function runJob(job, target, server) {
   const outFile = path.join(cfg.workDir, 'fio.json');
@@ -247,14 +276,13 @@ function setUp(row) {
 }
 
 function tearDown(row, st) {
-  if (row.kind === 'loop' && st) {
+  if (row.kind === 'loop') {
     must('losetup', ['-d', st.target.dev]);
     added.splice(added.findIndex((a) => a.loop === st.target.dev), 1);
   } else if (row.kind === 'ublk') {
-    const a = added.find((x) => x.ublk !== undefined);
-    if (!a) return;
-    must(CLI[0], [CLI[1], 'del', '-n', String(a.ublk)], { timeout: 120000 });
-    added.splice(added.indexOf(a), 1);
+    const id = st.info.dev_id;
+    must(CLI[0], [CLI[1], 'del', '-n', String(id)], { timeout: 120000 });
+    added.splice(added.findIndex((a) => a.ublk === id), 1);
   }
 }
 
@@ -268,44 +296,60 @@ process.on('SIGTERM', () => { cleanupAll(); process.exit(143); });
 process.on('SIGINT', () => { cleanupAll(); process.exit(130); });
 
 const dmesgBefore = sh('dmesg', []).stdout.split('\n').length;
+
+// Every device is set up first and stays up (an idle server sleeps in io_uring_enter); then each
+// job runs on every row back to back. A TCG guest's speed follows the host's load, which drifts
+// over minutes: rows compared within one job are measured within a minute or two of each other.
+const live = []; // { name, row, st }
 for (const name of cfg.rows) {
   const row = ROWS.find((r) => r.name === name);
   const rr = (result.rows[name] = { kind: row.kind, status: 'ok', jobs: {} });
-  let st;
+  const before = added.length;
   try {
-    st = setUp(row);
+    const st = setUp(row);
     rr.info = st.info;
     if (st.server) st.info.settle_s = settle(st.server.pid);
+    live.push({ name, row, st });
     log(`${name}: ${st.target.filename}${st.server ? ` (server pid ${st.server.pid}, queue tids ${st.server.tids.join(',')}, mode ${st.info.data_mode}, add took ${st.info.add_s.toFixed(1)}s, idle after ${st.info.settle_s.toFixed(0)}s)` : ''}`);
   } catch (e) {
     rr.status = e.na ? 'n/a' : 'error';
     rr.reason = e.message;
     log(`${name}: ${rr.status.toUpperCase()}: ${e.message}`);
     if (!e.na) result.errors.push(`${name}: set-up: ${e.message}`);
-    cleanupAll();
-    save();
-    continue;
+    for (const a of added.splice(before)) { // whatever this row left behind
+      if (a.loop) sh('losetup', ['-d', a.loop]);
+      if (a.ublk !== undefined) sh(CLI[0], [CLI[1], 'del', '-n', String(a.ublk)], { timeout: 120000 });
+    }
   }
-  for (const jn of cfg.jobs) {
-    const job = JOBS.find((j) => j.name === jn);
+  save();
+}
+
+for (const jn of cfg.jobs) {
+  const job = JOBS.find((j) => j.name === jn);
+  const waited = waitForQuietHost();
+  for (const { name, st } of live) {
     const rec = runJob(job, st.target, st.server);
-    rr.jobs[jn] = rec;
+    rec.waited_for_quiet_s = +waited.toFixed(0);
+    result.rows[name].jobs[jn] = rec;
     if (rec.error) {
       result.errors.push(`${name} ${jn}: ${rec.error}`);
       log(`${name} ${jn}: ERROR ${rec.error}`);
     } else {
       const cpu = rec.srv_cpu_us_per_io != null ? `, server ${rec.srv_cpu_us_per_io.toFixed(1)} µs/IO (${rec.srv_cpu_pct_of_wall}% of wall)` : '';
-      log(`${name} ${jn}: ${rec.iops.toFixed(0)} IOPS, ${rec.mibps.toFixed(1)} MiB/s, clat ${rec.clat_mean_us.toFixed(0)}/${rec.clat_p99_us.toFixed(0)} µs mean/p99${cpu}`);
+      log(`${jn} ${name}: ${rec.iops.toFixed(0)} IOPS, ${rec.mibps.toFixed(1)} MiB/s, clat ${rec.clat_mean_us.toFixed(0)}/${rec.clat_p99_us.toFixed(0)} µs mean/p99${cpu}`);
     }
     save();
   }
+}
+
+for (const { name, row, st } of live.reverse()) {
   try { tearDown(row, st); } catch (e) {
     result.errors.push(`${name}: tear-down: ${e.message}`);
     log(`${name}: tear-down failed: ${e.message}`);
-    cleanupAll();
   }
-  save();
 }
+cleanupAll();
+save();
 
 const dm = sh('dmesg', []).stdout.split('\n').slice(dmesgBefore).filter((l) => /ublk|loop|blk|io_uring|WARNING|BUG|error/i.test(l));
 result.dmesg = dm.slice(-60);

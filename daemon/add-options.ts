@@ -196,6 +196,8 @@ export function optionLabel(key: AddOptionKey): string {
 export interface ValidateEnv {
   /** to make a relative --file absolute (the server runs detached, from another directory) */
   cwd: string;
+  /** how messages name an option; default optionLabel ("-q/--queues"); config files pass their JSON path */
+  label?: (key: AddOptionKey) => string;
 }
 
 const SIZE_SUFFIX: Record<string, number> = { k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
@@ -241,6 +243,9 @@ const KNOWN_KEYS = new Set<string>(ADD_OPTIONS.map((o) => o.key));
  */
 export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpec {
   const problems: string[] = [];
+  // a config file names its fields by their JSON path instead of the command-line spelling
+  const label = env.label ?? optionLabel;
+  const tLoop = env.label ? `${label('type')} "loop"` : '-t loop';
   const given = (k: AddOptionKey) => raw[k] !== undefined;
 
   for (const k of Object.keys(raw)) {
@@ -249,15 +254,15 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
 
   // -t
   let target: TargetKind | undefined;
-  if (!given('type')) problems.push(`${optionLabel('type')} is required (loop or null)`);
+  if (!given('type')) problems.push(`${label('type')} is required (loop or null)`);
   else if (raw.type === 'loop' || raw.type === 'null') target = raw.type;
-  else problems.push(`${optionLabel('type')} must be loop or null, not ${show(raw.type)}`);
+  else problems.push(`${label('type')} must be loop or null, not ${show(raw.type)}`);
 
   const ranged = (key: AddOptionKey, lo: number, hi: number, def: number): number => {
     if (!given(key)) return def;
     const n = wholeNumber(raw[key], lo < 0);
     if (n === undefined || n < lo || n > hi) {
-      problems.push(`${optionLabel(key)} must be a whole number from ${lo} to ${hi}, not ${show(raw[key])}`);
+      problems.push(`${label(key)} must be a whole number from ${lo} to ${hi}, not ${show(raw[key])}`);
       return def;
     }
     return n;
@@ -270,7 +275,7 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
   if (given('logicalBlockSize')) {
     const n = wholeNumber(raw.logicalBlockSize);
     if (n === undefined || !LIMITS.logicalBlockSizes.includes(n)) {
-      problems.push(`${optionLabel('logicalBlockSize')} must be 512, 1024, 2048 or 4096, not ${show(raw.logicalBlockSize)}`);
+      problems.push(`${label('logicalBlockSize')} must be 512, 1024, 2048 or 4096, not ${show(raw.logicalBlockSize)}`);
     } else logicalBlockSize = n;
   }
 
@@ -279,7 +284,7 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
     const n = byteCount(raw.maxIoBufBytes);
     if (n === undefined || n < LIMITS.ioBufAlign || n > LIMITS.maxIoBufBytes || n % LIMITS.ioBufAlign !== 0) {
       problems.push(
-        `${optionLabel('maxIoBufBytes')} must be a multiple of 4096 from 4096 to 33554432 (32 MiB), not ${show(raw.maxIoBufBytes)}`,
+        `${label('maxIoBufBytes')} must be a multiple of 4096 from 4096 to 33554432 (32 MiB), not ${show(raw.maxIoBufBytes)}`,
       );
     } else maxIoBufBytes = n;
   }
@@ -288,7 +293,7 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
   const switches: Partial<Record<AddOptionKey, boolean>> = {};
   for (const key of ['zerocopy', 'usercopy', 'bufferedIo', 'foreground', 'readOnly'] as const) {
     const b = flag(raw[key]);
-    if (b === undefined) problems.push(`${optionLabel(key)} is a switch and takes no value, not ${show(raw[key])}`);
+    if (b === undefined) problems.push(`${label(key)} is a switch and takes no value, not ${show(raw[key])}`);
     switches[key] = b ?? false;
   }
   const zerocopy = switches.zerocopy === true;
@@ -298,13 +303,13 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
   let zeroCopy: ZeroCopyMode = zerocopy ? 'auto' : 'off';
   if (given('zcMode')) {
     if (raw.zcMode !== 'auto' && raw.zcMode !== 'explicit') {
-      problems.push(`${optionLabel('zcMode')} must be auto or explicit, not ${show(raw.zcMode)}`);
+      problems.push(`${label('zcMode')} must be auto or explicit, not ${show(raw.zcMode)}`);
     } else if (!zerocopy) {
-      problems.push(`${optionLabel('zcMode')} needs ${optionLabel('zerocopy')}`);
+      problems.push(`${label('zcMode')} needs ${label('zerocopy')}`);
     } else zeroCopy = raw.zcMode;
   }
   if (zerocopy && userCopy) {
-    problems.push(`${optionLabel('zerocopy')} and ${optionLabel('usercopy')} cannot be used together`);
+    problems.push(`${label('zerocopy')} and ${label('usercopy')} cannot be used together`);
   }
 
   // recovery: none, r, r+i, r+e (ublksrv lets -i 1 / -e 1 imply -r 1; an explicit -r 0 contradicts)
@@ -313,17 +318,17 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
     const v = raw[key];
     if (v === 0 || v === '0' || v === false) return false;
     if (v === 1 || v === '1' || v === true) return true;
-    problems.push(`${optionLabel(key)} must be 0 or 1, not ${show(v)}`);
+    problems.push(`${label(key)} must be 0 or 1, not ${show(v)}`);
     return undefined;
   };
   const r = zeroOne('recovery');
   const reissue = zeroOne('recoveryReissue') === true;
   const failIo = zeroOne('recoveryFailIo') === true;
   if (reissue && failIo) {
-    problems.push(`${optionLabel('recoveryReissue')} and ${optionLabel('recoveryFailIo')} cannot both be 1`);
+    problems.push(`${label('recoveryReissue')} and ${label('recoveryFailIo')} cannot both be 1`);
   }
   if (r === false && (reissue || failIo)) {
-    problems.push(`${optionLabel(reissue ? 'recoveryReissue' : 'recoveryFailIo')} 1 needs ${optionLabel('recovery')} 1`);
+    problems.push(`${label(reissue ? 'recoveryReissue' : 'recoveryFailIo')} 1 needs ${label('recovery')} 1`);
   }
   const recovery = r === true || reissue || failIo;
 
@@ -331,27 +336,27 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
   let file: string | undefined;
   if (given('file')) {
     if (typeof raw.file !== 'string' || raw.file === '') {
-      problems.push(`${optionLabel('file')} needs a path`);
+      problems.push(`${label('file')} needs a path`);
     } else file = path.resolve(env.cwd, raw.file);
   }
-  if (target === 'loop' && !given('file')) problems.push(`-t loop needs ${optionLabel('file')} FILE`);
+  if (target === 'loop' && !given('file')) problems.push(`${tLoop} needs ${label('file')} FILE`);
   if (target === 'null') {
-    if (given('file')) problems.push(`${optionLabel('file')} is only for -t loop`);
-    if (given('offset')) problems.push(`${optionLabel('offset')} is only for -t loop`);
-    if (switches.bufferedIo) problems.push(`${optionLabel('bufferedIo')} is only for -t loop`);
+    if (given('file')) problems.push(`${label('file')} is only for ${tLoop}`);
+    if (given('offset')) problems.push(`${label('offset')} is only for ${tLoop}`);
+    if (switches.bufferedIo) problems.push(`${label('bufferedIo')} is only for ${tLoop}`);
   }
 
   let offsetSectors = 0;
   if (given('offset')) {
     const n = wholeNumber(raw.offset);
     if (n === undefined || n * 512 > Number.MAX_SAFE_INTEGER) {
-      problems.push(`${optionLabel('offset')} must be a whole number of 512-byte sectors, not ${show(raw.offset)}`);
+      problems.push(`${label('offset')} must be a whole number of 512-byte sectors, not ${show(raw.offset)}`);
     } else {
       offsetSectors = n;
       // O_DIRECT needs every file offset aligned to the logical block size
       if (target === 'loop' && !switches.bufferedIo && (n * 512) % logicalBlockSize !== 0) {
         problems.push(
-          `${optionLabel('offset')} ${n} sectors (${n * 512} bytes) is not a multiple of the logical block size ${logicalBlockSize}; align it or use ${optionLabel('bufferedIo')}`,
+          `${label('offset')} ${n} sectors (${n * 512} bytes) is not a multiple of the logical block size ${logicalBlockSize}; align it or use ${label('bufferedIo')}`,
         );
       }
     }
@@ -362,10 +367,10 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
     const n = byteCount(raw.size);
     if (n === undefined || n <= 0) {
       problems.push(
-        `${optionLabel('size')} must be a whole number of bytes greater than 0 (K, M, G, T suffixes allowed), not ${show(raw.size)}`,
+        `${label('size')} must be a whole number of bytes greater than 0 (K, M, G, T suffixes allowed), not ${show(raw.size)}`,
       );
     } else if (n % logicalBlockSize !== 0) {
-      problems.push(`${optionLabel('size')} ${n} is not a multiple of the logical block size ${logicalBlockSize}`);
+      problems.push(`${label('size')} ${n} is not a multiple of the logical block size ${logicalBlockSize}`);
     } else sizeBytes = n;
   }
 

@@ -10,8 +10,9 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ADD_OPTIONS, type AddOptionKey, type RawAddOptions } from './add-options';
 import { describeError, exitCodeFor } from './errors';
+import { VERSION } from './version';
+import { CONFIG_ENV, DEFAULT_CONFIG_PATH, SERVICE_FIELDS } from '../config/service-fields';
 
-const VERSION = '0.1.0';
 
 interface Outcome {
   code: number;
@@ -61,10 +62,32 @@ export function buildProgram(outcome: Outcome): Command {
     .command('add')
     .description('create a disk and start its server; prints it like `list` once it is live');
   const attrToKey = addOptionsTo(add);
+  add.option('--config <file>', 'take the device from a config file (exactly one device); options given here override it');
   add.action(async (opts: Record<string, unknown>) => {
     const { runAdd } = require('./commands/add') as typeof import('./commands/add');
-    outcome.code = await runAdd(collectAdd(opts, attrToKey));
+    outcome.code = await runAdd(collectAdd(opts, attrToKey), {}, opts.config as string | undefined);
   });
+
+  // The service settings' options come from the same table as the config file's "service" keys.
+  const serve = program
+    .command('serve')
+    .description('run every device of a config (a file or a directory of *.json) in this process, for systemd')
+    .option('--config <path>', `config file or directory (default: $${CONFIG_ENV}, else ${DEFAULT_CONFIG_PATH})`);
+  for (const f of Object.values(SERVICE_FIELDS)) serve.option(`${f.cli} <${f.arg}>`, `${f.help} ($${f.env})`);
+  serve.action(async (opts: Record<string, string | undefined>) => {
+    const { runServe } = require('./commands/serve') as typeof import('./commands/serve');
+    outcome.code = await runServe(opts);
+  });
+
+  program
+    .command('install-units')
+    .description('install the systemd units, modules-load.d and udev files (prints the systemctl steps)')
+    .option('--root <dir>', 'install under this root (packaging; default /)')
+    .option('--dry-run', 'show what would be written')
+    .action(async (opts: { root?: string; dryRun?: boolean }) => {
+      const { runInstallUnits } = require('./commands/install-units') as typeof import('./commands/install-units');
+      outcome.code = runInstallUnits(opts);
+    });
 
   program
     .command('del')

@@ -19,17 +19,19 @@ import type {
   NativeBinding,
   NativeServer,
   QueueExitEvent,
+  QueueStats,
   ServeOptions,
 } from './native/binding-types';
 import { getTarget, type TargetDescription, type TargetFs } from '../targets/index';
-import { flagNames, hex, modeFromFlags, negotiateFlags, UBLK_F } from './features';
+import { flagNames, hex, modeFromFlags, negotiateFlags } from './features';
 import { errnoCode, friendlyError } from './native/load-binding';
 import { UblkError } from './errors';
 import type { DeviceState, StateStore } from './state-store';
 import { nullLogger, type Log } from './log';
 import { stateName } from './list-format';
+import { checkRecoverable, recheckSavedSpec } from './recovery-checks';
 
-export type Phase = 'idle' | 'starting' | 'live' | 'stopping' | 'stopped' | 'failed';
+export type Phase = 'idle' | 'starting' | 'live' | 'stopping' | 'stopped' | 'failed' | 'detached';
 
 export interface DeviceServerDeps {
   binding: NativeBinding;
@@ -43,6 +45,8 @@ export interface DeviceServerDeps {
   sleep?: (ms: number) => Promise<void>;
   /** how long START_USER_RECOVERY is retried while the old server's files are still open */
   recoveryBusyTimeoutMs?: number;
+  /** `serve`: the device's name in the service's config, kept in the state file (del reads it) */
+  serviceName?: string;
 }
 
 const UBLK_S_DEV_QUIESCED = 2;
@@ -60,6 +64,10 @@ export class DeviceServer {
   devId = -1;
   phase: Phase = 'idle';
   state?: DeviceState;
+  /** what the kernel accepted (ADD_DEV) or reported (recover); queue count and depth for metrics */
+  info?: CtrlDevInfo;
+  /** the data path the queue threads use */
+  mode?: DataMode;
   private server?: NativeServer;
   private nrQueues = 0;
   private readonly exitedQueues = new Set<number>();
@@ -130,7 +138,7 @@ export class DeviceServer {
         flags,
       });
       this.devId = info.devId;
-      this.log = this.log.child({ devId: info.devId });
+      // (every record names devId itself: a child logger binding it too would print it twice)
       undo.push({ what: 'DEL_DEV', run: () => this.binding.delDev(info.devId) });
       this.event('added', {
         flags: hex(info.flags),
@@ -176,6 +184,7 @@ export class DeviceServer {
         target: target.json,
         createdAt: at,
         updatedAt: at,
+        ...(this.deps.serviceName !== undefined ? { service: this.deps.serviceName } : {}),
       };
       this.store.write(state);
       this.state = state;
@@ -221,6 +230,8 @@ export class DeviceServer {
     };
     const server = this.binding.createServer(opts);
     this.server = server;
+    this.info = info;
+    this.mode = mode;
     this.nrQueues = info.nrHwQueues;
     this.exitedQueues.clear();
     server.onQueueExit((ev) => this.queueExited(ev));
@@ -251,7 +262,6 @@ export class DeviceServer {
 
   private async doRecover(devId: number): Promise<DeviceState> {
     this.devId = devId;
-    this.log = this.log.child({ devId });
     let server: NativeServer | undefined;
     try {
       const saved = this.store.read(devId);
@@ -264,18 +274,11 @@ export class DeviceServer {
 
       // Only a disk whose server died with USER_RECOVERY is waiting for a new one.
       const info = await this.binding.getDevInfo(devId);
-      if (!(info.flags & UBLK_F.USER_RECOVERY)) {
-        throw new UblkError(`device ${devId} was not added with -r 1: it cannot be recovered`, { code: 'EINVAL', op: 'recover' });
-      }
-      if (info.state !== UBLK_S_DEV_QUIESCED && info.state !== UBLK_S_DEV_FAIL_IO) {
-        throw new UblkError(
-          `device ${devId} is ${stateName(info.state)}, not QUIESCED or FAIL_IO: there is nothing to recover`,
-          { code: 'EINVAL', op: 'recover' },
-        );
-      }
+      checkRecoverable(info);
 
       // Check the backing file again before touching the device: it may have gone or shrunk.
-      const spec: AddSpec = { ...saved.spec, devId };
+      // The saved spec passes the add validator again: a damaged file stops here.
+      const spec: AddSpec = recheckSavedSpec(saved.spec, devId, this.store.fileFor(devId));
       const target = getTarget(spec.target).describe(spec, this.deps.fs);
       const savedSize = Number(saved.target.dev_size);
       if (Number.isFinite(savedSize) && target.sizeBytes < savedSize) {
@@ -305,6 +308,7 @@ export class DeviceServer {
         mode,
         flags: hex(info.flags),
         updatedAt: this.now().toISOString(),
+        ...(this.deps.serviceName !== undefined ? { service: this.deps.serviceName } : {}),
       };
       this.store.write(state);
       this.state = state;
@@ -334,9 +338,57 @@ export class DeviceServer {
         await this.binding.startUserRecovery(devId);
         return;
       } catch (err) {
-        if (errnoCode(err) !== 'EBUSY' || Date.now() >= deadline) throw err;
+        if (errnoCode(err) !== 'EBUSY') throw err;
+        // EBUSY also answers a device that another `recover` has already brought back
+        const now = await this.binding.getDevInfo(devId).catch(() => undefined);
+        if (now && now.state !== UBLK_S_DEV_QUIESCED && now.state !== UBLK_S_DEV_FAIL_IO) {
+          throw new UblkError(
+            `device ${devId} became ${stateName(now.state)} (server pid ${now.ublksrvPid}) while this recover waited: ` +
+              'another recover got there first',
+            { code: 'EBUSY', op: 'START_USER_RECOVERY' },
+          );
+        }
+        if (Date.now() >= deadline) {
+          throw new UblkError(
+            `START_USER_RECOVERY of device ${devId} still answers EBUSY after ${Math.round((this.deps.recoveryBusyTimeoutMs ?? 30_000) / 1000)} s: ` +
+              `is the old server (pid ${now?.ublksrvPid ?? '?'}) still holding /dev/ublkc${devId}?`,
+            { code: 'EBUSY', op: 'START_USER_RECOVERY', cause: err },
+          );
+        }
         await this.sleep(100);
       }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // counters
+
+  /**
+   * The queue threads' counters, read from native memory now (metrics call this at scrape time).
+   * Empty unless the device is live: the native server is not read once its threads are joined.
+   */
+  stats(): QueueStats[] {
+    return this.phase === 'live' && this.server ? this.server.stats() : [];
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // detach
+
+  /**
+   * Lets go of a live device without stopping it, as a dying server would: the queue threads end
+   * and /dev/ublkcN closes, but no STOP_DEV. With -r 1 the kernel keeps the disk QUIESCED (FAIL_IO
+   * with -e 1) for `recover`; without, it stops the disk (DEAD) and `del` removes it. The state
+   * file stays. For handing a device to another server, and for tests of recovery.
+   */
+  async detach(): Promise<void> {
+    if (this.phase !== 'live') throw new Error(`DeviceServer.detach() in phase ${this.phase}`);
+    this.phase = 'detached';
+    this.event('detaching');
+    try {
+      await this.server?.stop(true);
+    } finally {
+      this.event('detached');
+      this.notifyStopped('detached');
     }
   }
 
@@ -360,9 +412,10 @@ export class DeviceServer {
     // already cleaned up after itself, a successful one is stopped normally.
     if (this.phase === 'starting') await this.starting?.catch(() => undefined);
     if (this.phase !== 'live') {
-      // idle, or failed (rolled back, or a recovery that left the device as it was): nothing of
-      // ours to delete; DEL_DEV on the id now could hit someone else's new device.
-      this.phase = this.phase === 'failed' ? 'failed' : 'stopped';
+      // idle, or failed (rolled back, or a recovery that left the device as it was), or detached
+      // (left to another server): nothing of ours to delete; DEL_DEV on the id now could hit
+      // someone else's device.
+      this.phase = this.phase === 'failed' || this.phase === 'detached' ? this.phase : 'stopped';
       this.notifyStopped(reason);
       return;
     }
@@ -392,6 +445,7 @@ export class DeviceServer {
     try {
       await this.binding.delDev(this.devId);
       deleted = true;
+      this.event('deleted');
     } catch (err) {
       if (gone(err)) deleted = true;
       else firstError ??= friendlyError(err, { devId: this.devId });

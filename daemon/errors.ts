@@ -15,6 +15,23 @@ export class UsageError extends Error {
   }
 }
 
+/**
+ * A configuration that cannot be used: every problem, each naming its file and the JSON path of
+ * the bad field. Printed as one line per problem (a config can have many; journald keeps lines).
+ */
+export class ConfigError extends UsageError {
+  constructor(problems: string[]) {
+    super(problems);
+    this.name = 'ConfigError';
+    this.message = ConfigError.format(problems);
+  }
+
+  static format(problems: string[]): string {
+    const n = problems.length;
+    return `invalid configuration (${n} problem${n === 1 ? '' : 's'}):\n${problems.map((p) => `  - ${p}`).join('\n')}`;
+  }
+}
+
 /** A failure at run time: a kernel command, a missing driver, a server that did not come up. */
 export class UblkError extends Error {
   readonly exitCode = 1;
@@ -45,6 +62,7 @@ export function exitCodeFor(err: unknown): number {
 
 /** One line for stderr, without the "ublk-ts: " prefix. */
 export function describeError(err: unknown): string {
+  if (err instanceof ConfigError) return err.message;
   if (err instanceof UsageError) return err.problems.join('; ');
   if (err instanceof Error) return err.message.split('\n')[0] || err.name;
   return String(err);

@@ -15,7 +15,9 @@ import { describeError, exitCodeFor, UsageError } from './errors';
 import { createLogger, type Log } from './log';
 import { getBinding } from './native/load-binding';
 import { StateStore } from './state-store';
+import { dropInheritedMounts } from './mount-ns';
 import type { NativeBinding } from './native/binding-types';
+import { Notifier } from './service/notify';
 
 export type ServerRequest = { action: 'add'; spec: AddSpec } | { action: 'recover'; devId: number };
 
@@ -79,6 +81,10 @@ export async function serve(req: ServerRequest, opts: ServeProcessOptions): Prom
     return undefined;
   }
 
+  // With $NOTIFY_SOCKET (a Type=notify unit running `add --foreground`): READY=1 once LIVE,
+  // STOPPING=1 on the way out, WATCHDOG=1 while WatchdogSec asks for it.
+  const notifier = new Notifier({ send: (s) => binding.sdNotify(s), log });
+  notifier.startWatchdog();
   const ds = new DeviceServer(req.action === 'add' ? req.spec : undefined, {
     binding,
     store: opts.store ?? new StateStore(),
@@ -93,6 +99,7 @@ export async function serve(req: ServerRequest, opts: ServeProcessOptions): Prom
     if (exited) return;
     exited = true;
     clearInterval(keepAlive);
+    notifier.stopWatchdog();
     for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.removeListener(s, onSignal);
     log.info({ event: 'server_exit', devId: ds.devId, code }, 'server exiting');
     opts.exit(code);
@@ -103,6 +110,7 @@ export async function serve(req: ServerRequest, opts: ServeProcessOptions): Prom
       return;
     }
     log.info({ event: 'signal', devId: ds.devId, signal: sig }, 'stopping on signal');
+    notifier.stopping(`stopping ublk device ${ds.devId}: ${sig}`);
     ds.stop(`signal ${sig}`).then(
       () => done(0),
       () => done(1),
@@ -111,13 +119,15 @@ export async function serve(req: ServerRequest, opts: ServeProcessOptions): Prom
   for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(s, onSignal);
   // Stopped by someone else (STOP_DEV from another tool): every queue exited, device deleted.
   ds.onStopped(() => {
-    if (ds.phase === 'stopped') setImmediate(() => done(0));
+    if (ds.phase !== 'stopped') return;
+    notifier.stopping(`ublk device ${ds.devId} stopped`);
+    setImmediate(() => done(0));
   });
 
   try {
     const state = req.action === 'add' ? await ds.start() : await ds.recover(req.devId);
     opts.report({ event: 'live', devId: state.devId });
-    binding.sdNotify(`READY=1\nMAINPID=${process.pid}\nSTATUS=ublk device ${state.devId} live`);
+    notifier.ready(`ublk device ${state.devId} live (/dev/ublkb${state.devId})`);
     return ds;
   } catch (err) {
     opts.report({ event: 'error', message: describeError(err), code: codeOf(err), exitCode: exitCodeFor(err) });
@@ -162,6 +172,8 @@ function main(): void {
     report({ event: 'error', message: describeError(err), code: 'EUSAGE', exitCode: 2 });
     process.exit(2);
   }
+  // Started through `unshare --mount` (commands/add.ts): hold no copy of a ublk disk's mount.
+  dropInheritedMounts(req, log);
   let ds: DeviceServer | undefined;
   const crash = (what: string, err: unknown) => {
     log.error({ event: 'crash', devId: ds?.devId ?? -1, what, err: (err as Error)?.stack ?? String(err) }, 'server crashed');

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DataMode } from './native/binding-types';
 import type { AddSpec } from './add-options';
+import { UblkError } from './errors';
 
 export const DEFAULT_RUN_DIR = '/run/ublk-ts';
 
@@ -31,6 +32,8 @@ export interface DeviceState {
   /** ISO times */
   createdAt: string;
   updatedAt: string;
+  /** set when `ublk-ts serve` runs the device: its name in the service's config (`del` warns) */
+  service?: string;
 }
 
 export interface StateEntry {
@@ -69,6 +72,19 @@ export class StateStore {
   /** Creates the directory (0700) if needed. */
   ensureDir(): void {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    // Root keeps device state and logs here: never through a symlink, nor in a directory another
+    // user owns (they could swap the files a later `recover` or `del` acts on).
+    const st = fs.lstatSync(this.dir);
+    if (!st.isDirectory()) {
+      throw new UblkError(`the run directory ${this.dir} is not a directory (a symlink?): refusing to keep device state there`, {
+        code: 'ENOTDIR',
+      });
+    }
+    if (process.geteuid?.() === 0 && st.uid !== 0) {
+      throw new UblkError(`the run directory ${this.dir} belongs to uid ${st.uid}, not root: refusing to keep device state there`, {
+        code: 'EPERM',
+      });
+    }
     try {
       fs.chmodSync(this.dir, 0o700);
     } catch {

@@ -9,7 +9,9 @@
 //   BENCH_FILE_SIZE=1G   backing file size (K/M/G suffixes)     BENCH_TAG=name result name suffix (default runN)
 //   BENCH_OUT=DIR        where results go (default bench/results)
 //   BENCH_VM_TIMEOUT=S   total VM timeout (default: generous estimate from the above)
-//   BENCH_WAIT_QUIET=S   wait up to S s for other QEMU guests/builds on this host to end (default 900, 0 = no)
+//   BENCH_WAIT_QUIET=S   wait up to S s for other QEMU guests/builds on this host to end before booting,
+//                        and up to S s in all (180 s per job) before jobs while the host is busy
+//                        (default 900, 0 = never wait)
 //   BENCH_MODE=vm|host   host = run directly (needs root and /dev/ublk-control); default: host when
 //                        this machine has /dev/ublk-control and we are root, else vm
 import { spawn, spawnSync } from 'node:child_process';
@@ -54,11 +56,14 @@ const outDir = path.resolve(repo, env.BENCH_OUT || 'bench/results');
 const hasUblk = (() => { try { return fs.statSync('/dev/ublk-control').isCharacterDevice(); } catch { return false; } })();
 const mode = env.BENCH_MODE || (hasUblk && process.getuid?.() === 0 ? 'host' : 'vm');
 if (!['vm', 'host'].includes(mode)) die(`BENCH_MODE=${mode}: use vm or host`);
+const waitQuiet = num('BENCH_WAIT_QUIET', 900, 0);
 const partial = rows.length < ROWS.length || jobs.length < JOBS.length;
 
-// Generous: boot, the random fill (~45 s/GiB in TCG), CLI start-ups (~25 s per ublk row), the jobs, x2.
-const est = 60 + 60 * (fileSize / 2 ** 30) + rows.length * 40 + rows.length * jobs.length * (runtime + ramp + 12);
-const vmTimeout = Math.round(num('BENCH_VM_TIMEOUT', Math.max(1200, 2 * est), 60));
+// Expected: boot, the random fill (~45 s/GiB in TCG), CLI add/list/del (~30 s per ublk row), the jobs
+// (fio start-up ~4 s each). The VM timeout is twice that, plus the time we may wait for a quiet host.
+const ublkRows = rows.filter((n) => ROWS.find((r) => r.name === n).kind === 'ublk').length;
+const est = 60 + 45 * (fileSize / 2 ** 30) + ublkRows * 30 + rows.length * jobs.length * (runtime + ramp + 4);
+const vmTimeout = Math.round(num('BENCH_VM_TIMEOUT', Math.max(1200, 2 * est) + waitQuiet, 60));
 
 const knobs = Object.keys(env).filter((k) => k.startsWith('BENCH_')).sort().map((k) => `${k}=${env[k]}`);
 const command = [...knobs, env.npm_lifecycle_event === 'bench' ? 'npm run bench' : 'node scripts/bench.mjs'].join(' ');
@@ -72,6 +77,8 @@ fs.writeFileSync(cfgFile, JSON.stringify({
   runtime, ramp, rows, jobs, fileSize,
   workDir: mode === 'vm' ? '/tmp/ublk-bench' : path.join(os.tmpdir(), `ublk-bench-${process.pid}`),
   out: rawFile,
+  // Per-job gate on host load (vm mode): wait up to jobWait s before a job, jobWaitTotal s in all.
+  hostLoad: mode === 'vm' && waitQuiet > 0 ? { file: path.join(share, 'host-load.json'), quietPct: 30, jobWait: 180, jobWaitTotal: waitQuiet } : null,
 }, null, 2));
 
 console.log(`bench: ${rows.length} rows x ${jobs.length} jobs, fio ${runtime}s + ${ramp}s ramp, ${fileSize >> 20} MiB backing file; ` +
@@ -119,7 +126,6 @@ function sampler() {
     return s;
   };
 }
-const waitQuiet = num('BENCH_WAIT_QUIET', 900, 0);
 const QUIET_PCT = 30; // % of one CPU that others may use and the host still counts as quiet
 let waited = 0;
 if (mode === 'vm' && waitQuiet > 0) {
@@ -143,7 +149,13 @@ if (mode === 'vm' && waitQuiet > 0) {
 }
 const samples = [];
 const sample = sampler();
-const monitor = setInterval(() => samples.push(sample()), 2000);
+const loadFile = path.join(share, 'host-load.json');
+const monitor = setInterval(() => {
+  const s = sample();
+  samples.push(s);
+  // The guest reads this before every job and waits while the host is busy (bench/run.mjs).
+  try { fs.writeFileSync(`${loadFile}.tmp`, JSON.stringify(samples.slice(-3))); fs.renameSync(`${loadFile}.tmp`, loadFile); } catch { /* next time */ }
+}, 2000);
 
 const argv = mode === 'vm'
   ? ['bash', [path.join(repo, 'test/vm/run-in-vm.sh'), '--timeout', String(vmTimeout), '--share', share, '--', 'node', 'bench/run.mjs', cfgFile]]

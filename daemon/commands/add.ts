@@ -13,6 +13,7 @@ import { StateStore, pidAlive } from '../state-store';
 import { formatDevice } from '../list-format';
 import { defaultListDeps, gatherEntry, requireControl } from './list';
 import type { Readiness, ServerRequest } from '../server-main';
+import { serverLaunch } from '../mount-ns';
 
 export const READY_TIMEOUT_MS = 60_000;
 
@@ -38,7 +39,7 @@ export interface SpawnResult {
  */
 export function spawnServer(
   req: ServerRequest,
-  opts: { store?: StateStore; timeoutMs?: number; execPath?: string; mainPath?: string } = {},
+  opts: { store?: StateStore; timeoutMs?: number; execPath?: string; mainPath?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<SpawnResult> {
   const store = opts.store ?? new StateStore();
   store.ensureDir();
@@ -46,9 +47,18 @@ export function spawnServer(
   const logFd = fs.openSync(logPath, 'a', 0o600);
   let child: ChildProcess;
   try {
-    child = spawn(opts.execPath ?? process.execPath, [opts.mainPath ?? serverMainPath(), JSON.stringify(req)], {
+    // In a mount namespace of its own (daemon/mount-ns.ts), from /, with the run dir made
+    // absolute: the server must pin no mount, and must find the same state files as we do.
+    const launch = serverLaunch(
+      opts.execPath ?? process.execPath,
+      [path.resolve(opts.mainPath ?? serverMainPath()), JSON.stringify(req)],
+      { ...(opts.env ?? process.env), UBLK_TS_RUN_DIR: path.resolve(store.dir) },
+    );
+    child = spawn(launch.file, launch.args, {
       detached: true,
+      cwd: '/',
       stdio: ['ignore', logFd, logFd, 'pipe'],
+      env: launch.env,
     });
   } finally {
     fs.closeSync(logFd);
@@ -174,7 +184,7 @@ export interface AddDeps {
   checkControl?: () => void;
 }
 
-/** Validation shared by add (and later the config file): usage errors first, then the system. */
+/** Validation of `add`'s options: usage errors first, then the system (prepareAddFromConfig for --config). */
 export function prepareAdd(raw: RawAddOptions, deps: AddDeps = {}): AddSpec {
   const spec = validateAddOptions(raw, { cwd: deps.cwd ?? process.cwd() });
   requireRoot('euid' in deps ? deps.euid : process.geteuid?.());
@@ -184,20 +194,45 @@ export function prepareAdd(raw: RawAddOptions, deps: AddDeps = {}): AddSpec {
   return spec;
 }
 
-export async function runAdd(raw: RawAddOptions, deps: AddDeps = {}): Promise<number> {
-  const spec = prepareAdd(raw, deps);
-  if (spec.foreground) return runInForeground({ action: 'add', spec });
-  const { devId } = await spawnServer({ action: 'add', spec });
+/**
+ * `add --config FILE`: the file's one device, with the options given on the command line over it
+ * (a relative -f is relative to where the command runs; the file's, to the file). The whole file is
+ * checked like `serve` checks it, every problem listed, before anything else.
+ */
+export function prepareAddFromConfig(raw: RawAddOptions, configPath: string, deps: AddDeps & { env?: NodeJS.ProcessEnv } = {}) {
+  const { loadConfig } = require('../../config/load-config') as typeof import('../../config/load-config');
+  const overrides: RawAddOptions = { ...raw };
+  if (typeof overrides.file === 'string' && overrides.file !== '') overrides.file = path.resolve(deps.cwd ?? process.cwd(), overrides.file);
+  const config = loadConfig({ path: configPath, deviceOverrides: overrides, exactlyOneDevice: true, env: deps.env });
+  requireRoot('euid' in deps ? deps.euid : process.geteuid?.());
+  (deps.checkControl ?? (() => requireControl()))();
+  return { spec: config.devices[0].spec, config };
+}
+
+export async function runAdd(raw: RawAddOptions, deps: AddDeps = {}, configPath?: string): Promise<number> {
+  let spec: AddSpec;
+  let logOpts: { level?: string; format?: string } = {};
+  if (configPath !== undefined) {
+    const r = prepareAddFromConfig(raw, configPath, deps);
+    spec = r.spec;
+    logOpts = { level: r.config.logLevel, format: r.config.logFormat };
+  } else spec = prepareAdd(raw, deps);
+  if (spec.foreground) return runInForeground({ action: 'add', spec }, logOpts);
+  // the detached server reads its log level from the environment (the config's, unless set)
+  const env = logOpts.level ? { ...process.env, UBLK_TS_LOG_LEVEL: logOpts.level } : undefined;
+  const { devId } = await spawnServer({ action: 'add', spec }, { env });
   await printDevice(devId);
   return 0;
 }
 
 /** --foreground: this process is the server until SIGTERM/SIGINT or until the device stops. */
-export async function runInForeground(req: ServerRequest): Promise<number> {
+export async function runInForeground(req: ServerRequest, logOpts: { level?: string; format?: string } = {}): Promise<number> {
   const { serve } = require('../server-main') as typeof import('../server-main');
+  const { createLogger } = require('../log') as typeof import('../log');
   return new Promise<number>((resolve, reject) => {
     let live = false;
     serve(req, {
+      log: createLogger(logOpts),
       report: (r) => {
         if (r.event === 'live') {
           live = true;

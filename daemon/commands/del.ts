@@ -9,6 +9,7 @@ import { errnoCode, friendlyError, getBinding } from '../native/load-binding';
 import { StateStore, listKernelDeviceIds, pidAlive, type DeviceState } from '../state-store';
 import { UblkError, UsageError, describeError } from '../errors';
 import { parseDevIdArg, requireControl } from './list';
+import { diskUsers } from '../mount-ns';
 
 export interface DelDeps {
   binding: () => NativeBinding;
@@ -26,6 +27,11 @@ export interface DelDeps {
   /** how long to wait for a foreign server to exit after STOP_DEV (ublksrv waits 3 s) */
   serverExitMs: number;
   pollMs: number;
+  /**
+   * What keeps the disk busy (mounts, stacked devices, swap), given its id and "major:minor";
+   * del refuses while there is any. Default: mount-ns.ts diskUsers(); absent: not checked.
+   */
+  inUse?: (devId: number, devt?: string) => string[];
 }
 
 export function isUblkTsProcess(pid: number): boolean {
@@ -51,6 +57,7 @@ export function defaultDelDeps(): DelDeps {
     timeoutMs: 30_000,
     serverExitMs: 3_000,
     pollMs: 100,
+    inUse: diskUsers,
   };
 }
 
@@ -108,8 +115,32 @@ export async function deleteDevice(devId: number, deps: DelDeps): Promise<DelOut
     throw new UblkError(`device ${devId} does not exist`, { errno: 19, code: 'ENODEV', op: 'del' });
   }
 
+  // A mounted disk is not deleted under its filesystem: STOP_DEV would shut the filesystem down
+  // with I/O errors (unwritten data lost), and DEL_DEV would then wait for the unmount anyway.
+  if (deps.inUse) {
+    const p = await b.getParams(devId).catch(() => undefined);
+    const users = deps.inUse(devId, p?.devt ? `${p.devt.diskMajor}:${p.devt.diskMinor}` : undefined);
+    if (users.length > 0) {
+      throw new UblkError(
+        `device ${devId} is in use (${users.join('; ')}): unmount it first; deleting it now would cut the ` +
+          'filesystem off with I/O errors and lose what it has not written yet',
+        { errno: 16, code: 'EBUSY', op: 'del' },
+      );
+    }
+  }
+
+  // A device of `ublk-ts serve`: SIGTERM would stop the whole service. STOP_DEV below instead;
+  // the service sees the device's queues end, closes /dev/ublkcN and lets it go.
+  const serviceRun = !!state?.service && state.pid === info.ublksrvPid && deps.pidAlive(state.pid);
+  if (serviceRun && state) {
+    deps.warn(
+      `device ${devId} is "${state.service}" of the ublk-ts service (pid ${state.pid}): deleting it; ` +
+        'remove it from the service\'s configuration, or a reload (SIGHUP) or restart brings it back',
+    );
+  }
+
   // Our server is alive: let it stop and delete its own device (it also removes its state).
-  if (state && state.pid === info.ublksrvPid && deps.pidAlive(state.pid) && deps.isOurServer(state.pid)) {
+  if (!serviceRun && state && state.pid === info.ublksrvPid && deps.pidAlive(state.pid) && deps.isOurServer(state.pid)) {
     deps.kill(state.pid, 'SIGTERM');
     const deadline = Date.now() + deps.timeoutMs;
     for (;;) {
@@ -137,7 +168,7 @@ export async function deleteDevice(devId: number, deps: DelDeps): Promise<DelOut
     if (!gone(err)) throw friendlyError(err, { devId });
   }
   const foreign = info.ublksrvPid;
-  if (foreign > 0 && foreign !== process.pid && deps.pidAlive(foreign)) {
+  if (!serviceRun && foreign > 0 && foreign !== process.pid && deps.pidAlive(foreign)) {
     const until = Date.now() + deps.serverExitMs;
     while (deps.pidAlive(foreign) && Date.now() < until) await deps.sleep(deps.pollMs);
   }

@@ -6,17 +6,27 @@ import { UblkError, UsageError } from '../errors';
 import { StateStore } from '../state-store';
 import { parseDevIdArg, requireControl } from './list';
 import { printDevice, requireRoot, runInForeground, spawnServer } from './add';
+import type { NativeBinding } from '../native/binding-types';
+import { friendlyError, getBinding } from '../native/load-binding';
+import { checkRecoverable } from '../recovery-checks';
 
 export interface RecoverOptions {
   number?: string;
   foreground?: boolean;
 }
 
-export async function runRecover(opts: RecoverOptions, deps: { euid?: number; store?: StateStore } = {}): Promise<number> {
+export interface RecoverDeps {
+  euid?: number;
+  store?: StateStore;
+  binding?: NativeBinding;
+  checkControl?: () => void;
+}
+
+export async function runRecover(opts: RecoverOptions, deps: RecoverDeps = {}): Promise<number> {
   const devId = parseDevIdArg(opts.number);
   if (devId === undefined) throw new UsageError('recover needs -n/--number ID');
   requireRoot('euid' in deps ? deps.euid : process.geteuid?.());
-  requireControl();
+  (deps.checkControl ?? (() => requireControl()))();
   const store = deps.store ?? new StateStore();
   if (!store.read(devId)) {
     throw new UblkError(`no ublk-ts state for device ${devId}: only devices added by ublk-ts can be recovered`, {
@@ -24,6 +34,16 @@ export async function runRecover(opts: RecoverOptions, deps: { euid?: number; st
       op: 'recover',
     });
   }
+  // Fail fast, before a server process is started: the kernel must be waiting for a new server.
+  // (The server checks again: the state may change in between.)
+  const binding = deps.binding ?? getBinding();
+  let info;
+  try {
+    info = await binding.getDevInfo(devId);
+  } catch (err) {
+    throw friendlyError(err, { devId });
+  }
+  checkRecoverable(info);
   if (opts.foreground) return runInForeground({ action: 'recover', devId });
   await spawnServer({ action: 'recover', devId }, { store });
   await printDevice(devId);

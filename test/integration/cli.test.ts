@@ -119,7 +119,7 @@ describe('bad input: a clear one-line error, non-zero exit, nothing left behind'
     { name: 'bad queue count', args: () => ['add', '-t', 'null', '-q', '0'], expect: /queue/i },
     { name: 'queue count with junk', args: () => ['add', '-t', 'null', '-q', '2x'], expect: /2x/ },
     { name: 'bad depth', args: () => ['add', '-t', 'null', '-d', '5000'], expect: /depth/i },
-    { name: 'bad block size', args: () => ['add', '-t', 'null', '-b', '1000'], expect: /block size/i },
+    { name: 'bad block size', args: () => ['add', '-t', 'null', '-b', '1000'], expect: /block.size/i },
     { name: 'unknown option', args: () => ['add', '-t', 'null', '--frobnicate'], expect: /frobnicate/ },
     {
       name: 'not root',

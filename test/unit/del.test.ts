@@ -220,3 +220,19 @@ test('del usage', async () => {
     t.cleanup();
   }
 });
+
+test('del: a device of `ublk-ts serve` is stopped here, never by SIGTERM to the whole service', async () => {
+  const t = setup();
+  t.binding.addDevice(3, { ublksrvPid: 600 });
+  t.store.write({ ...state(3, 600), service: 'data' });
+  t.alive.add(600);
+  try {
+    assert.equal(await deleteDevice(3, t.deps), 'deleted');
+    assert.deepEqual(t.kills, []);
+    assert.deepEqual(t.binding.ops().filter((o) => o !== 'getDevInfo'), ['stopDev', 'delDev']);
+    assert.equal(t.warnings.length, 1);
+    assert.match(t.warnings[0], /^device 3 is "data" of the ublk-ts service \(pid 600\): deleting it; remove it from/);
+  } finally {
+    t.cleanup();
+  }
+});

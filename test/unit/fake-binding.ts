@@ -84,7 +84,7 @@ export class FakeServer implements NativeServer {
   }
 
   stats(): QueueStats[] {
-    return [];
+    return this.owner.statsFn?.(this.opts) ?? [];
   }
 
   onQueueExit(cb: (ev: QueueExitEvent) => void): void {
@@ -106,6 +106,8 @@ export class FakeBinding implements NativeBinding {
   /** flags the kernel "drops" from ADD_DEV (to test the check) */
   dropFlags = 0n;
   notifications: string[] = [];
+  /** what every server's stats() answers (default: nothing) */
+  statsFn?: (opts: ServeOptions) => QueueStats[];
 
   constructor(public features: bigint = 0x7fffn) {}
 
