@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian/Ubuntu machine to build and test ublk-ts; safe to run again.
 #  1. apt: the addon's build deps (C++ toolchain, python3 for node-gyp, liburing);
-#  2. the VM harness's host packages and apt source (test/vm/host-deps.sh);
+#  2. the VM harness's host packages and apt source (test/vm/host-deps.sh), and what the
+#     service tests use (scripts/service-test-deps.sh: prometheus, promtool, systemd-analyze);
 #  3. npm ci (npm install when there is no lockfile), which also builds the addon;
 #  4. npm run build:ts.
 # Needs Node.js >= 20 and npm already on PATH. Runs apt as root (or through sudo).
@@ -33,6 +34,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 bash test/vm/host-deps.sh
+bash scripts/service-test-deps.sh
 
 if [ -f package-lock.json ]; then
   log "npm ci"
