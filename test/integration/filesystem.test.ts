@@ -19,11 +19,12 @@ function treeSums(dir: string): string {
 }
 
 for (const mode of [
-  { name: 'zero copy', args: ['-z'] },
+  { name: 'zero copy (auto), 4 queues', args: ['-z', '-q', '4'] },
+  { name: 'zero copy (explicit)', args: ['-z', '--zc-mode', 'explicit'] },
   { name: 'copy', args: [] },
 ]) {
   test(`ext4 round trip (${mode.name}), and again after del + add on the same file`, () => {
-    const file = makeBacking(`fs-${mode.args.length}.img`, 256);
+    const file = makeBacking(`fs-${mode.args.length}.img`, 128);
     const mnt = path.join(workDir(), 'mnt');
     fs.mkdirSync(mnt, { recursive: true });
     // Some real files: the project's own sources and its compiled output.
