@@ -2,7 +2,7 @@
 // The benchmark driver: runs next to a kernel with ublk_drv (in the QEMU guest that
 // scripts/bench.mjs boots, or directly on a host that has /dev/ublk-control), as root, from the
 // repo's root. Usage: node bench/run.mjs CONFIG.json
-//   CONFIG: { runtime, ramp, rows: [names], jobs: [names], fileSize (bytes), workDir, out }
+//   CONFIG: { runtime, ramp, rounds, rows: [names], jobs: [names], fileSize (bytes), workDir, out, hostLoad }
 // It sets every row's device up (ublk rows through the product's CLI, `node bin/ublk-ts add`), then
 // runs each job with fio on every row in turn, and tears the devices down. Results go to CONFIG.out as JSON, rewritten
 // after every job, so that a run cut short still leaves what it measured.
@@ -37,7 +37,7 @@ const firstLine = (s) => (s || '').trim().split('\n')[0] || '';
 const result = {
   schema: 1,
   started: new Date().toISOString(),
-  config: { runtime: cfg.runtime, ramp: cfg.ramp, rows: cfg.rows, jobs: cfg.jobs, fileSize: cfg.fileSize },
+  config: { runtime: cfg.runtime, ramp: cfg.ramp, rounds: Math.max(1, cfg.rounds || 1), rows: cfg.rows, jobs: cfg.jobs, fileSize: cfg.fileSize },
   guest: {},
   fio_args: null,
   backing: {},
@@ -324,21 +324,54 @@ for (const name of cfg.rows) {
   save();
 }
 
-for (const jn of cfg.jobs) {
-  const job = JOBS.find((j) => j.name === jn);
-  const waited = waitForQuietHost();
-  for (const { name, st } of live) {
-    const rec = runJob(job, st.target, st.server);
-    rec.waited_for_quiet_s = +waited.toFixed(0);
-    result.rows[name].jobs[jn] = rec;
-    if (rec.error) {
-      result.errors.push(`${name} ${jn}: ${rec.error}`);
-      log(`${name} ${jn}: ERROR ${rec.error}`);
-    } else {
-      const cpu = rec.srv_cpu_us_per_io != null ? `, server ${rec.srv_cpu_us_per_io.toFixed(1)} µs/IO (${rec.srv_cpu_pct_of_wall}% of wall)` : '';
-      log(`${jn} ${name}: ${rec.iops.toFixed(0)} IOPS, ${rec.mibps.toFixed(1)} MiB/s, clat ${rec.clat_mean_us.toFixed(0)}/${rec.clat_p99_us.toFixed(0)} µs mean/p99${cpu}`);
+/** Several rounds of one row × job: the median of each figure, and the round nearest the median IOPS for the rest. */
+function aggregate(list) {
+  if (list.length === 1) return list[0];
+  const ok = list.filter((r) => !r.error);
+  if (!ok.length) return { ...list[list.length - 1], rounds: list };
+  const med = (k) => {
+    const v = ok.map((r) => r[k]).filter((x) => typeof x === 'number').sort((a, b) => a - b);
+    if (!v.length) return undefined;
+    return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+  };
+  const mi = med('iops');
+  const near = ok.reduce((a, b) => (Math.abs(b.iops - mi) < Math.abs(a.iops - mi) ? b : a));
+  const out = { ...near, rounds: list, rounds_ok: ok.length };
+  delete out.round;
+  for (const k of ['iops', 'mibps', 'clat_mean_us', 'clat_p99_us', 'srv_cpu_us_per_io', 'srv_cpu_pct_of_wall', 'fio_usr_cpu_pct', 'fio_sys_cpu_pct']) {
+    const m = med(k);
+    if (m !== undefined) out[k] = m;
+  }
+  const errs = list.filter((r) => r.error).map((r) => `round ${r.round + 1}: ${r.error}`);
+  if (errs.length) out.round_errors = errs;
+  return out;
+}
+
+const rounds = Math.max(1, cfg.rounds || 1);
+const perRound = {};
+for (let round = 0; round < rounds; round++) {
+  // Odd rounds go through the rows backwards, so that no row is always first after a pause.
+  const order = round % 2 ? [...live].reverse() : live;
+  for (const jn of cfg.jobs) {
+    const job = JOBS.find((j) => j.name === jn);
+    const waited = waitForQuietHost();
+    for (const { name, st } of order) {
+      const rec = runJob(job, st.target, st.server);
+      rec.waited_for_quiet_s = +waited.toFixed(0);
+      rec.round = round;
+      const key = `${name} ${jn}`;
+      (perRound[key] ??= []).push(rec);
+      result.rows[name].jobs[jn] = aggregate(perRound[key]);
+      const tag = rounds > 1 ? ` [round ${round + 1}/${rounds}]` : '';
+      if (rec.error) {
+        result.errors.push(`${name} ${jn}${tag}: ${rec.error}`);
+        log(`${jn} ${name}${tag}: ERROR ${rec.error}`);
+      } else {
+        const cpu = rec.srv_cpu_us_per_io != null ? `, server ${rec.srv_cpu_us_per_io.toFixed(1)} µs/IO (${rec.srv_cpu_pct_of_wall}% of wall)` : '';
+        log(`${jn} ${name}${tag}: ${rec.iops.toFixed(0)} IOPS, ${rec.mibps.toFixed(1)} MiB/s, clat ${rec.clat_mean_us.toFixed(0)}/${rec.clat_p99_us.toFixed(0)} µs mean/p99${cpu}`);
+      }
+      save();
     }
-    save();
   }
 }
 
