@@ -32,7 +32,8 @@ for (const mode of [
       const tid = Number(/"tids?"\s*:\s*\[?\s*(\d+)/.exec(text)?.[1] ?? /"tid"\s*:\s*(\d+)/.exec(text)?.[1]);
       assert.ok(tid > 1, `no queue tid in list --json: ${text}`);
 
-      const tracer = background(`timeout -s INT 12 strace -c -p ${tid}`);
+      // `exec`: the background pid is strace itself, stopped with SIGINT (it then prints its table).
+      const tracer = background(`exec strace -c -p ${tid}`);
       await sleep(3000); // strace attached
       const fio = background(
         `fio --name=io --filename=/dev/ublkb${id} --ioengine=io_uring --direct=1 --rw=randrw --bs=4k ` +
@@ -44,6 +45,7 @@ for (const mode of [
       const total = ios.read.total_ios + ios.write.total_ios;
       assert.ok(total > 100, `fio did only ${total} I/Os`);
 
+      process.kill(tracer.pid, 'SIGINT');
       const t = await tracer.done;
       const calls = syscallsIn(t.stderr);
       assert.ok(calls.size > 0, `strace produced no table:\n${t.stderr}`);
