@@ -113,7 +113,7 @@ export function markdown(res) {
   L.push('- server CPU µs/IO: Δ(utime+stime) summed over /proc/PID/task/*/stat of the server process across the fio run, ÷ I/Os the ublk disk saw in that window (/sys/block/ublkbN/stat completions + merges, ramp included)');
   const hc = res.host?.contention;
   if (hc) L.push(`- host load from others while measuring: mean ${hc.foreign_cpu_pct_mean}% / max ${hc.foreign_cpu_pct_max}% of a CPU, up to ${hc.foreign_qemu_max} other QEMU guest(s); ${hc.contended_jobs} contended job(s) (marked †); waited ${hc.waited_s} s for a quiet host`);
-  L.push('- one boot, rows measured one after another; the same job moves ~30% between boots: compare rows within this file, not across files', '');
+  L.push('- one boot; every device set up first, then each job run on every row back to back; the same job moves ~30% between boots (more on a busy host): compare rows within this file, not across files', '');
   L.push('## Rows', '');
   for (const rn of rowNames(res)) {
     const r = res.rows[rn];

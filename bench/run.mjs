@@ -75,6 +75,13 @@ if (!result.guest.loop_control) log('WARNING: /dev/loop-control is missing (loop
 
 // ---- backing file ------------------------------------------------------------------------------
 fs.mkdirSync(cfg.workDir, { recursive: true });
+// tmpfs (default) has no NOWAIT reads or writes, so io_uring hands every backing-file I/O of a
+// ublk server to an io-wq worker thread; ext4 on the brd RAM disk (/dev/ram0, loaded by the VM's
+// init) does them inline in the queue thread, as a real disk's filesystem would.
+if (cfg.backing === 'ext4-ram') {
+  must('mkfs.ext4', ['-q', '-F', '/dev/ram0']);
+  must('mount', ['/dev/ram0', cfg.workDir]);
+}
 {
   const mib = Math.ceil(cfg.fileSize / 1048576);
   const tf = Date.now();
@@ -391,3 +398,4 @@ result.finished = new Date().toISOString();
 save();
 log(`done in ${((Date.now() - t0) / 1000).toFixed(0)}s, ${result.errors.length} error(s)`);
 try { fs.rmSync(cfg.workDir, { recursive: true, force: true }); } catch { /* tmpfs anyway */ }
+if (cfg.backing === 'ext4-ram') sh('umount', [cfg.workDir]);

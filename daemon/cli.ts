@@ -121,6 +121,16 @@ export function buildProgram(outcome: Outcome): Command {
     });
 
   program
+    .command('upgrade')
+    .description('live upgrade: hand a LIVE disk added with -r 1 to a new server (QUIESCE_DEV, Linux 6.16+)')
+    .option('-n, --number <id>', 'device id')
+    .option('--timeout <seconds>', 'how long the old server may take to let go (default 30)')
+    .action(async (opts: { number?: string; timeout?: string }) => {
+      const { runUpgrade } = require('./commands/upgrade') as typeof import('./commands/upgrade');
+      outcome.code = await runUpgrade(opts);
+    });
+
+  program
     .command('features')
     .description('show what the running kernel\'s ublk driver supports')
     .option('--json', 'JSON instead of text')

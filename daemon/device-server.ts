@@ -23,7 +23,7 @@ import type {
   ServeOptions,
 } from './native/binding-types';
 import { getTarget, type TargetDescription, type TargetFs } from '../targets/index';
-import { flagNames, hex, modeFromFlags, negotiateFlags } from './features';
+import { flagNames, hex, modeFromFlags, negotiateFlags, UBLK_F } from './features';
 import { errnoCode, friendlyError } from './native/load-binding';
 import { UblkError } from './errors';
 import type { DeviceState, StateStore } from './state-store';
@@ -49,6 +49,7 @@ export interface DeviceServerDeps {
   serviceName?: string;
 }
 
+const UBLK_S_DEV_DEAD = 0;
 const UBLK_S_DEV_QUIESCED = 2;
 const UBLK_S_DEV_FAIL_IO = 3;
 
@@ -71,6 +72,7 @@ export class DeviceServer {
   private server?: NativeServer;
   private nrQueues = 0;
   private readonly exitedQueues = new Set<number>();
+  private queueFailed = false;
   private stopping?: Promise<void>;
   private starting?: Promise<unknown>;
   private readonly stoppedCbs: Array<(reason: string) => void> = [];
@@ -234,6 +236,7 @@ export class DeviceServer {
     this.mode = mode;
     this.nrQueues = info.nrHwQueues;
     this.exitedQueues.clear();
+    this.queueFailed = false;
     server.onQueueExit((ev) => this.queueExited(ev));
     return server;
   }
@@ -244,9 +247,33 @@ export class DeviceServer {
     const fields = { queueId: ev.queueId, error: ev.error, message: ev.message };
     if (ev.error !== 0) this.log.error({ event: 'queue_exit', devId: this.devId, ...fields }, 'queue thread failed');
     else this.event('queue_exit', fields);
+    if (ev.error !== 0) this.queueFailed = true;
     if (this.phase === 'live' && this.exitedQueues.size >= this.nrQueues) {
-      void this.stop('every queue thread exited').catch(() => undefined);
+      void this.afterQueuesExited().catch(() => undefined);
     }
+  }
+
+  /**
+   * Every queue thread ended without our asking. Either someone stopped the device (STOP_DEV: the
+   * kernel already marked it DEAD) and we delete it, or someone quiesced it for a live upgrade
+   * (QUIESCE_DEV, `ublk-ts upgrade`: still LIVE, with recovery) and we hand it over: close
+   * /dev/ublkcN so the disk goes QUIESCED, keep the state file, and let the new server recover it.
+   */
+  private async afterQueuesExited(): Promise<void> {
+    if (!this.queueFailed && this.info && this.info.flags & UBLK_F.USER_RECOVERY) {
+      const now = await this.binding.getDevInfo(this.devId).catch(() => undefined);
+      if (this.phase === 'live' && now && now.state !== UBLK_S_DEV_DEAD) {
+        this.phase = 'detached';
+        this.event('handover', { state: stateName(now.state) }, 'quiesced: handing the device over to a new server');
+        try {
+          await this.server?.stop(true);
+        } finally {
+          this.notifyStopped('handover');
+        }
+        return;
+      }
+    }
+    await this.stop('every queue thread exited');
   }
 
   // ---------------------------------------------------------------------------------------------

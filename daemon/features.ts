@@ -156,7 +156,12 @@ export function negotiateFlags(kernelFeatures: bigint, spec: NeedSpec): Negotiat
       mode = 'zc_explicit';
     }
   }
-  if (spec.recovery) need('USER_RECOVERY', '-r/--recovery 1');
+  if (spec.recovery) {
+    need('USER_RECOVERY', '-r/--recovery 1');
+    // Live upgrade (`ublk-ts upgrade`) needs QUIESCE_DEV; optional: without it a recoverable disk
+    // still recovers after a crash.
+    if (kernelFeatures & UBLK_F.QUIESCE) flags |= UBLK_F.QUIESCE;
+  }
   if (spec.recoveryReissue) need('USER_RECOVERY_REISSUE', '-i/--recovery-reissue 1');
   if (spec.recoveryFailIo) need('USER_RECOVERY_FAIL_IO', '-e/--recovery-fail-io 1');
 

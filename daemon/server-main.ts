@@ -118,7 +118,13 @@ export async function serve(req: ServerRequest, opts: ServeProcessOptions): Prom
   };
   for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(s, onSignal);
   // Stopped by someone else (STOP_DEV from another tool): every queue exited, device deleted.
-  ds.onStopped(() => {
+  // Quiesced for a live upgrade (QUIESCE_DEV): the device goes on with the next server.
+  ds.onStopped((reason) => {
+    if (ds.phase === 'detached' && reason === 'handover') {
+      notifier.stopping(`ublk device ${ds.devId} handed over to a new server`);
+      setImmediate(() => done(0));
+      return;
+    }
     if (ds.phase !== 'stopped') return;
     notifier.stopping(`ublk device ${ds.devId} stopped`);
     setImmediate(() => done(0));

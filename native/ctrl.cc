@@ -118,4 +118,10 @@ int ctrl_end_user_recovery(__u32 dev_id, __s32 pid) {
   return send(kCmdEndUserRecovery, c);
 }
 
+int ctrl_quiesce_dev(__u32 dev_id, __u32 timeout_ms) {
+  ctrl_cmd c = cmd_for(dev_id);
+  c.data[0] = timeout_ms;  // 0 would wait forever
+  return send(kCmdQuiesceDev, c);
+}
+
 }  // namespace ublk

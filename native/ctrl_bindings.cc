@@ -214,6 +214,13 @@ Napi::Value EndUserRecovery(const Napi::CallbackInfo &info) {
                             [id, pid] { return ctrl_end_user_recovery(id, pid); });
 }
 
+Napi::Value QuiesceDev(const Napi::CallbackInfo &info) {
+  uint32_t id = u32_arg(info, 0, "devId");
+  uint32_t timeout_ms = u32_arg(info, 1, "timeoutMs");
+  return PromiseWorker::Run(info.Env(), "QUIESCE_DEV",
+                            [id, timeout_ms] { return ctrl_quiesce_dev(id, timeout_ms); });
+}
+
 }  // namespace
 
 void init_ctrl_bindings(Napi::Env env, Napi::Object exports) {
@@ -227,6 +234,7 @@ void init_ctrl_bindings(Napi::Env env, Napi::Object exports) {
   exports.Set("getDevInfo", Napi::Function::New(env, GetDevInfo, "getDevInfo"));
   exports.Set("startUserRecovery", Napi::Function::New(env, StartUserRecovery, "startUserRecovery"));
   exports.Set("endUserRecovery", Napi::Function::New(env, EndUserRecovery, "endUserRecovery"));
+  exports.Set("quiesceDev", Napi::Function::New(env, QuiesceDev, "quiesceDev"));
 }
 
 }  // namespace ublk

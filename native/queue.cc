@@ -211,15 +211,20 @@ void Queue::teardown() {
 void Queue::loop() {
   uint64_t deadline = 0;
   for (;;) {
-    bool idle = cmds_inflight_ == 0 && data_inflight_ == 0;
+    // Once the kernel aborted a command (STOP_DEV, or QUIESCE_DEV for a live upgrade) it hands
+    // out no more requests. We are done when every request we hold is committed: a command
+    // re-fetched by that last COMMIT_AND_FETCH may never come back (after QUIESCE_DEV nothing
+    // aborts it), and closing the ring cancels it.
+    bool drained = stopping_ && busy_ == 0 && data_inflight_ == 0;
+    if (drained) {
+      io_uring_submit(&ring_);  // the last commits
+      break;
+    }
     if (stop_requested_.load()) {
       if (force_stop_.load() && data_inflight_ == 0) break;
-      if (stopping_ && idle) break;
       uint64_t now = now_ns();
       if (!deadline) deadline = now + kStopGraceNs;
       if (now > deadline && data_inflight_ == 0) break;
-    } else if (stopping_ && idle) {
-      break;  // the device was stopped from elsewhere and every command came back
     }
 
     struct io_uring_cqe *cqe = nullptr;
@@ -318,6 +323,7 @@ void Queue::on_ublk_cmd(unsigned tag, int res) {
   if (res == kIoResOk) {
     IoSlot &s = slots_[tag];
     s.busy = true;
+    busy_++;
     s.start_ns = now_ns();
     QueueCounters::bump(counters_.inflight);
     cfg_.target->queue_io(*this, tag);
@@ -340,6 +346,7 @@ void Queue::complete(unsigned tag, int result) {
   counters_.record(op, result > 0 ? (uint64_t)result : 0, result < 0, lat_us);
   counters_.inflight.store(counters_.inflight.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
   s.busy = false;
+  busy_--;
   queue_fetch(tag, true, result);
 }
 

@@ -135,6 +135,7 @@ class Queue {
 
   unsigned cmds_inflight_ = 0;  // FETCH / COMMIT commands owned by the kernel
   unsigned data_inflight_ = 0;  // backing-file and buffer-table SQEs not yet completed
+  unsigned busy_ = 0;           // requests handed to us and not yet committed
   bool stopping_ = false;       // the kernel aborted a command: no more fetches
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> force_stop_{false};

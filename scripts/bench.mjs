@@ -6,8 +6,10 @@
 // Knobs (environment):
 //   BENCH_RUNTIME=S      fio --runtime per job (default 8)      BENCH_RAMP=S   --ramp_time (default 2)
 //   BENCH_ROWS=a,b       subset of rows                         BENCH_JOBS=a,b subset of jobs
+//   BENCH_ROUNDS=N       run every row x job N times, interleaved, and report medians (default 1)
 //   BENCH_FILE_SIZE=1G   backing file size (K/M/G suffixes)     BENCH_TAG=name result name suffix (default runN)
 //   BENCH_OUT=DIR        where results go (default bench/results)
+//   BENCH_BACKING=K      tmpfs (default) or ext4-ram: ext4 on the guest's brd RAM disk (vm only)
 //   BENCH_VM_TIMEOUT=S   total VM timeout (default: generous estimate from the above)
 //   BENCH_WAIT_QUIET=S   wait up to S s for other QEMU guests/builds on this host to end before booting,
 //                        and up to S s in all (180 s per job) before jobs while the host is busy
@@ -51,10 +53,14 @@ try {
 } catch (e) { die(e.message); }
 const runtime = num('BENCH_RUNTIME', 8, 1);
 const ramp = num('BENCH_RAMP', 2, 0);
+const rounds = num('BENCH_ROUNDS', 1, 1);
+const backing = env.BENCH_BACKING || 'tmpfs';
+if (!['tmpfs', 'ext4-ram'].includes(backing)) die(`BENCH_BACKING must be tmpfs or ext4-ram, not "${backing}"`);
 const fileSize = size('BENCH_FILE_SIZE', 1 << 30);
 const outDir = path.resolve(repo, env.BENCH_OUT || 'bench/results');
 const hasUblk = (() => { try { return fs.statSync('/dev/ublk-control').isCharacterDevice(); } catch { return false; } })();
 const mode = env.BENCH_MODE || (hasUblk && process.getuid?.() === 0 ? 'host' : 'vm');
+if (backing !== 'tmpfs' && mode !== 'vm') die('BENCH_BACKING=ext4-ram needs the VM (its init loads brd)');
 if (!['vm', 'host'].includes(mode)) die(`BENCH_MODE=${mode}: use vm or host`);
 const waitQuiet = num('BENCH_WAIT_QUIET', 900, 0);
 const partial = rows.length < ROWS.length || jobs.length < JOBS.length;
@@ -62,7 +68,7 @@ const partial = rows.length < ROWS.length || jobs.length < JOBS.length;
 // Expected: boot, the random fill (~45 s/GiB in TCG), CLI add/list/del (~30 s per ublk row), the jobs
 // (fio start-up ~4 s each). The VM timeout is twice that, plus the time we may wait for a quiet host.
 const ublkRows = rows.filter((n) => ROWS.find((r) => r.name === n).kind === 'ublk').length;
-const est = 60 + 45 * (fileSize / 2 ** 30) + ublkRows * 30 + rows.length * jobs.length * (runtime + ramp + 4);
+const est = 60 + 45 * (fileSize / 2 ** 30) + ublkRows * 30 + rounds * rows.length * jobs.length * (runtime + ramp + 4);
 const vmTimeout = Math.round(num('BENCH_VM_TIMEOUT', Math.max(1200, 2 * est) + waitQuiet, 60));
 
 const knobs = Object.keys(env).filter((k) => k.startsWith('BENCH_')).sort().map((k) => `${k}=${env[k]}`);
@@ -74,14 +80,14 @@ fs.mkdirSync(share, { recursive: true });
 const cfgFile = path.join(share, 'config.json');
 const rawFile = path.join(share, 'raw.json');
 fs.writeFileSync(cfgFile, JSON.stringify({
-  runtime, ramp, rows, jobs, fileSize,
+  runtime, ramp, rounds, rows, jobs, fileSize, backing,
   workDir: mode === 'vm' ? '/tmp/ublk-bench' : path.join(os.tmpdir(), `ublk-bench-${process.pid}`),
   out: rawFile,
   // Per-job gate on host load (vm mode): wait up to jobWait s before a job, jobWaitTotal s in all.
   hostLoad: mode === 'vm' && waitQuiet > 0 ? { file: path.join(share, 'host-load.json'), quietPct: 30, jobWait: 180, jobWaitTotal: waitQuiet } : null,
 }, null, 2));
 
-console.log(`bench: ${rows.length} rows x ${jobs.length} jobs, fio ${runtime}s + ${ramp}s ramp, ${fileSize >> 20} MiB backing file; ` +
+console.log(`bench: ${rows.length} rows x ${jobs.length} jobs${rounds > 1 ? ` x ${rounds} rounds` : ''}, fio ${runtime}s + ${ramp}s ramp, ${fileSize >> 20} MiB backing file; ` +
   (mode === 'vm' ? `in a QEMU guest (timeout ${vmTimeout}s, ~${Math.round(est / 60)} min expected)` : 'on this host'));
 console.log(`bench: work dir ${path.relative(repo, share)}`);
 
@@ -200,14 +206,22 @@ const res = analyse({
 });
 // Host load per job, from the samples taken while it ran (the guest's clock follows the host's).
 const CONTENDED_PCT = 25;
+function markLoad(rec) {
+  if (!rec.t_start) return;
+  const w = samples.filter((s) => s.t > rec.t_start && s.t <= rec.t_end + 2000);
+  if (!w.length) return;
+  rec.host_foreign_cpu_pct = Math.round(w.reduce((a, s) => a + s.foreign_pct, 0) / w.length);
+  rec.host_foreign_qemu = Math.max(...w.map((s) => s.foreign_qemu));
+  rec.contended = rec.host_foreign_cpu_pct > CONTENDED_PCT || rec.host_foreign_qemu > 0;
+}
 for (const row of Object.values(res.rows)) {
   for (const rec of Object.values(row.jobs || {})) {
-    if (!rec.t_start) continue;
-    const w = samples.filter((s) => s.t > rec.t_start && s.t <= rec.t_end + 2000);
-    if (!w.length) continue;
-    rec.host_foreign_cpu_pct = Math.round(w.reduce((a, s) => a + s.foreign_pct, 0) / w.length);
-    rec.host_foreign_qemu = Math.max(...w.map((s) => s.foreign_qemu));
-    rec.contended = rec.host_foreign_cpu_pct > CONTENDED_PCT || rec.host_foreign_qemu > 0;
+    if (!rec.rounds) { markLoad(rec); continue; }
+    rec.rounds.forEach(markLoad);
+    // A median is contended when most of its rounds were.
+    rec.contended = rec.rounds.filter((r) => r.contended).length * 2 > rec.rounds.length;
+    delete rec.host_foreign_cpu_pct;
+    delete rec.host_foreign_qemu;
   }
 }
 const fp = samples.map((s) => s.foreign_pct);
@@ -227,7 +241,7 @@ fs.writeFileSync(path.join(outDir, `${name}.md`), markdown(res));
 
 console.log('');
 console.log(`ublk-ts benchmark ${name}: kernel ${kernel}, ${raw.guest.vcpus} vCPUs${mode === 'vm' ? `, ${res.host.qemu}` : ''}, host ${cpuModel}`);
-console.log(`${raw.guest.fio}; fio ${runtime}s + ${ramp}s ramp per job; ratios are against kernel-loop in this same boot`);
+console.log(`${raw.guest.fio}; fio ${runtime}s + ${ramp}s ramp per job${rounds > 1 ? `, median of ${rounds} rounds` : ''}; ratios are against kernel-loop in this same boot`);
 console.log('');
 console.log(tables(res, false).join('\n'));
 for (const [rn, r] of Object.entries(res.rows)) if (r.status !== 'ok') console.log(`${rn}: ${r.status}: ${r.reason}`);

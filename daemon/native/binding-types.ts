@@ -157,6 +157,13 @@ export interface NativeBinding {
   getDevInfo(devId: number): Promise<CtrlDevInfo>;
   startUserRecovery(devId: number): Promise<void>;
   endUserRecovery(devId: number, pid: number): Promise<void>;
+  /**
+   * QUIESCE_DEV (needs the device's UBLK_F_QUIESCE): the kernel stops handing requests to the
+   * server and aborts its idle commands, so the queue threads drain and exit without a STOP_DEV;
+   * once the server closes /dev/ublkcN the disk waits QUIESCED for `recover`. EBUSY when some
+   * queue had no idle tag within timeoutMs.
+   */
+  quiesceDev(devId: number, timeoutMs: number): Promise<void>;
   createServer(opts: ServeOptions): NativeServer;
   /** sd_notify(3) without libsystemd: sends `state` to $NOTIFY_SOCKET; false when unset. */
   sdNotify(state: string): boolean;

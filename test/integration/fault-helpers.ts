@@ -7,6 +7,8 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
 import assert from 'node:assert/strict';
 import { DeviceServer } from '../../daemon/device-server';
 import { StateStore } from '../../daemon/state-store';
@@ -117,6 +119,26 @@ export function fioJobs(r: RunResult): FioJobResult[] {
   }));
 }
 
+/** Reads + writes completed on /dev/ublkbN so far (/sys/block/ublkbN/stat). */
+export function diskOps(devId: number): number {
+  try {
+    const f = fs.readFileSync(`/sys/block/ublkb${devId}/stat`, 'utf8').trim().split(/\s+/).map(Number);
+    return f[0] + f[4];
+  } catch {
+    return 0;
+  }
+}
+
+/** Waits until `min` more I/Os have completed on the disk (a job really running, not starting). */
+export async function waitForIo(devId: number, min: number, timeoutMs: number): Promise<void> {
+  const start = diskOps(devId);
+  const end = Date.now() + timeoutMs;
+  while (diskOps(devId) - start < min) {
+    if (Date.now() > end) throw new Error(`fewer than ${min} I/Os on /dev/ublkb${devId} in ${timeoutMs} ms`);
+    await sleep(100);
+  }
+}
+
 /** Resolves with fio's result, or null when it is still running after `ms`. */
 export async function within<T>(p: Promise<T>, ms: number): Promise<T | null> {
   let t: NodeJS.Timeout | undefined;
@@ -187,6 +209,8 @@ export function assertClean(what: string): void {
 export interface Footprint {
   fds: number;
   threads: number;
+  /** kB, this process (after a full garbage collection) */
+  rss: number;
   /** kB, from /proc/meminfo after dropping caches */
   memAvailable: number;
   slab: number;
@@ -195,6 +219,11 @@ export interface Footprint {
 
 /** This process's fds and threads, and the guest's memory (page cache dropped first). */
 export function footprint(): Footprint {
+  // JavaScript garbage is not a leak: collect it first (twice: finalizers free native memory)
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  gc();
+  gc();
   try {
     fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
   } catch {
@@ -202,9 +231,11 @@ export function footprint(): Footprint {
   }
   const mi = fs.readFileSync('/proc/meminfo', 'utf8');
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(mi)?.[1] ?? NaN);
+  const status = fs.readFileSync('/proc/self/status', 'utf8');
   return {
     fds: fs.readdirSync('/proc/self/fd').length,
     threads: fs.readdirSync('/proc/self/task').length,
+    rss: Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? NaN),
     memAvailable: kb('MemAvailable'),
     slab: kb('Slab'),
     sUnreclaim: kb('SUnreclaim'),
@@ -213,7 +244,7 @@ export function footprint(): Footprint {
 
 export function describeFootprint(a: Footprint, b: Footprint): string {
   const d = (k: keyof Footprint) => `${k} ${a[k]} -> ${b[k]} (${b[k] - a[k] >= 0 ? '+' : ''}${b[k] - a[k]})`;
-  return (['fds', 'threads', 'memAvailable', 'slab', 'sUnreclaim'] as const).map(d).join(', ');
+  return (['fds', 'threads', 'rss', 'memAvailable', 'slab', 'sUnreclaim'] as const).map(d).join(', ');
 }
 
 /** Mode bits of a path (e.g. 0o600). */

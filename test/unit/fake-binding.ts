@@ -45,6 +45,7 @@ export type FakeOp =
   | 'getDevInfo'
   | 'startUserRecovery'
   | 'endUserRecovery'
+  | 'quiesceDev'
   | 'createServer'
   | 'server.start'
   | 'server.stop';
@@ -240,6 +241,13 @@ export class FakeBinding implements NativeBinding {
     const d = this.dev('END_USER_RECOVERY', devId);
     d.info.state = 1;
     d.info.ublksrvPid = pid;
+  }
+
+  async quiesceDev(devId: number, timeoutMs: number): Promise<void> {
+    this.record('quiesceDev', [devId, timeoutMs]);
+    this.maybeFail('quiesceDev');
+    const d = this.dev('QUIESCE_DEV', devId);
+    if (!(d.info.flags & (1n << 12n))) throw nativeError('QUIESCE_DEV', 'EOPNOTSUPP');
   }
 
   createServer(opts: ServeOptions): NativeServer {

@@ -53,11 +53,11 @@ test('usercopy and recovery flags', () => {
   });
   assert.equal(
     negotiateFlags(ALL, { ...base, recovery: true, recoveryReissue: true }).flags,
-    UBLK_F.CMD_IOCTL_ENCODE | UBLK_F.USER_RECOVERY | UBLK_F.USER_RECOVERY_REISSUE,
+    UBLK_F.CMD_IOCTL_ENCODE | UBLK_F.USER_RECOVERY | UBLK_F.USER_RECOVERY_REISSUE | UBLK_F.QUIESCE,
   );
   assert.equal(
     negotiateFlags(ALL, { ...base, recovery: true, recoveryFailIo: true }).flags,
-    UBLK_F.CMD_IOCTL_ENCODE | UBLK_F.USER_RECOVERY | UBLK_F.USER_RECOVERY_FAIL_IO,
+    UBLK_F.CMD_IOCTL_ENCODE | UBLK_F.USER_RECOVERY | UBLK_F.USER_RECOVERY_FAIL_IO | UBLK_F.QUIESCE,
   );
 });
 

@@ -17,7 +17,9 @@ CACHE=${UBLK_TS_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ublk-ts-vm}
 #  9p stack + overlay: the guest's root is the host's root, read-only, with a tmpfs on top;
 #  ublk_drv: what is tested; loop: the kernel's own loop driver, to compare against;
 #  ext4: filesystem round trips on ublk disks.
-WANT=(9pnet_virtio 9p overlay ublk_drv loop ext4)
+#  brd: a RAM disk for the benchmark's backing filesystem (ext4 on it has NOWAIT I/O; tmpfs
+#        has none, and io_uring hands every tmpfs read to a worker thread).
+WANT=(9pnet_virtio 9p overlay ublk_drv loop ext4 brd)
 # Bump when the layout of the cache dir changes.
 LAYOUT=1
 

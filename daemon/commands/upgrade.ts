@@ -1,0 +1,144 @@
+// `ublk-ts upgrade -n ID`: live upgrade. Replaces a LIVE disk's server with a new one (the
+// ublk-ts now installed) without the disk going away: QUIESCE_DEV makes the kernel stop handing
+// requests to the old server, which drains, closes /dev/ublkcN and exits, leaving the disk
+// QUIESCED (I/O waits, a mounted filesystem notices nothing); then the same path as `recover`
+// starts the new server. Needs a disk added with -r 1 on a kernel with UBLK_F_QUIESCE (6.16).
+
+import { UblkError } from '../errors';
+import { StateStore } from '../state-store';
+import { parseDevIdArg, requireControl } from './list';
+import { printDevice, requireRoot, spawnServer } from './add';
+import type { CtrlDevInfo, NativeBinding } from '../native/binding-types';
+import { errnoCode, friendlyError, getBinding } from '../native/load-binding';
+import { UBLK_F } from '../features';
+import { stateName } from '../list-format';
+import { UsageError } from '../errors';
+
+const UBLK_S_DEV_LIVE = 1;
+const UBLK_S_DEV_QUIESCED = 2;
+const UBLK_S_DEV_FAIL_IO = 3;
+
+export interface UpgradeOptions {
+  number?: string;
+  /** seconds to wait for the old server to let go (QUIESCE_DEV, then its exit) */
+  timeout?: string;
+}
+
+export interface UpgradeDeps {
+  euid?: number;
+  store?: StateStore;
+  binding?: NativeBinding;
+  checkControl?: () => void;
+  /** starts the new server (default: the detached server of `recover`) */
+  startServer?: (devId: number) => Promise<void>;
+  processAlive?: (pid: number) => boolean;
+  sleep?: (ms: number) => Promise<void>;
+  warn?: (line: string) => void;
+  print?: (devId: number) => Promise<void>;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Throws unless the device can be upgraded live. */
+export function checkUpgradable(info: CtrlDevInfo): void {
+  const devId = info.devId;
+  if (!(info.flags & UBLK_F.USER_RECOVERY)) {
+    throw new UblkError(`device ${devId} was not added with -r 1: its server cannot be replaced while it runs`, {
+      code: 'EINVAL',
+      op: 'upgrade',
+    });
+  }
+  if (info.state !== UBLK_S_DEV_LIVE) {
+    const hint = info.state === UBLK_S_DEV_QUIESCED || info.state === UBLK_S_DEV_FAIL_IO ? `: its server is gone, use \`ublk-ts recover -n ${devId}\`` : '';
+    throw new UblkError(`device ${devId} is ${stateName(info.state)}, not LIVE${hint}`, { code: 'EINVAL', op: 'upgrade' });
+  }
+  if (!(info.flags & UBLK_F.QUIESCE)) {
+    throw new UblkError(
+      `device ${devId} was added without UBLK_F_QUIESCE (this kernel's driver lacks it before Linux 6.16): ` +
+        'it cannot be upgraded live; stop I/O and use del + add, or kill its server and `recover`',
+      { code: 'ENOTSUP', op: 'upgrade' },
+    );
+  }
+}
+
+export async function runUpgrade(opts: UpgradeOptions, deps: UpgradeDeps = {}): Promise<number> {
+  const devId = parseDevIdArg(opts.number);
+  if (devId === undefined) throw new UsageError('upgrade needs -n/--number ID');
+  let timeoutS = 30;
+  if (opts.timeout !== undefined) {
+    if (!/^\d+$/.test(opts.timeout) || Number(opts.timeout) < 1 || Number(opts.timeout) > 3600) {
+      throw new UsageError(`--timeout must be a whole number of seconds from 1 to 3600, not "${opts.timeout}"`);
+    }
+    timeoutS = Number(opts.timeout);
+  }
+  requireRoot('euid' in deps ? deps.euid : process.geteuid?.());
+  (deps.checkControl ?? (() => requireControl()))();
+  const store = deps.store ?? new StateStore();
+  if (!store.read(devId)) {
+    throw new UblkError(`no ublk-ts state for device ${devId}: only devices added by ublk-ts can be upgraded`, {
+      code: 'ENOENT',
+      op: 'upgrade',
+    });
+  }
+  const binding = deps.binding ?? getBinding();
+  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const isAlive = deps.processAlive ?? alive;
+  const warn = deps.warn ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const info = await binding.getDevInfo(devId).catch((err) => {
+    throw friendlyError(err, { devId });
+  });
+  checkUpgradable(info);
+  if (info.flags & UBLK_F.USER_RECOVERY_FAIL_IO) {
+    warn(`ublk-ts: device ${devId} was added with -e 1: I/O fails (EIO) while the servers change over`);
+  }
+  const oldPid = info.ublksrvPid;
+
+  try {
+    await binding.quiesceDev(devId, timeoutS * 1000);
+  } catch (err) {
+    if (errnoCode(err) === 'EBUSY') {
+      throw new UblkError(
+        `QUIESCE_DEV of device ${devId}: every tag of some queue stayed busy for ${timeoutS} s (is its server, pid ${oldPid}, stuck?); ` +
+          'the device keeps running with its old server',
+        { code: 'EBUSY', op: 'QUIESCE_DEV', cause: err },
+      );
+    }
+    throw friendlyError(err, { devId });
+  }
+
+  // The old server drains, hands the device over and exits; the disk then waits QUIESCED.
+  const deadline = Date.now() + timeoutS * 1000;
+  for (;;) {
+    const now = await binding.getDevInfo(devId).catch(() => undefined);
+    const waiting = now && (now.state === UBLK_S_DEV_QUIESCED || now.state === UBLK_S_DEV_FAIL_IO);
+    if (waiting && !(oldPid > 0 && isAlive(oldPid))) break;
+    if (!now || now.state === 0) {
+      throw new UblkError(`device ${devId} went away during the upgrade (state ${now ? 'DEAD' : 'gone'})`, { code: 'ENODEV', op: 'upgrade' });
+    }
+    if (Date.now() > deadline) {
+      throw new UblkError(
+        `device ${devId} is quiesced but its old server (pid ${oldPid}) has not let go after ${timeoutS} s ` +
+          `(state ${stateName(now.state)}); once it exits, \`ublk-ts recover -n ${devId}\` starts the new one`,
+        { code: 'ETIMEDOUT', op: 'upgrade' },
+      );
+    }
+    await sleep(50);
+  }
+
+  try {
+    await (deps.startServer ?? ((id: number) => spawnServer({ action: 'recover', devId: id }, { store })))(devId);
+  } catch (err) {
+    const e = err as Error;
+    e.message = `${e.message} (device ${devId} stays QUIESCED: \`ublk-ts recover -n ${devId}\` retries)`;
+    throw e;
+  }
+  await (deps.print ?? ((id: number) => printDevice(id)))(devId);
+  return 0;
+}

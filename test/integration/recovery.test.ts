@@ -1,0 +1,300 @@
+// User recovery against the real driver: a server killed with SIGKILL in the middle of I/O leaves
+// its disk QUIESCED (FAIL_IO with -e 1) and `ublk-ts recover` brings it back to LIVE with nothing
+// lost; fio keeps verifying on the raw disk and on a file of a mounted ext4 through several
+// kill/recover cycles. The checks that need no real process death run in this process (a
+// DeviceServer detached from its device closes everything the way a dying server does).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { requireKernel } from './kernel-gate';
+import { addDevice, background, cli, delAll, delDevice, makeBacking, processAlive, sh, shResult, sleep, trace, workDir } from './helpers';
+import {
+  RUN_DIR,
+  STATE,
+  addInProcess,
+  assertClean,
+  binding,
+  cliAsync,
+  fioBackground,
+  fioJobs,
+  inProcessStore,
+  kernelState,
+  killAndWait,
+  modeOf,
+  recoverInProcess,
+  serverPid,
+  waitForIo,
+  waitState,
+  within,
+} from './fault-helpers';
+import type { DeviceServer } from '../../daemon/device-server';
+
+const MNT = path.join(workDir(), 'rec-mnt');
+
+before(() => requireKernel());
+after(() => {
+  shResult(`umount ${MNT} 2>/dev/null || true`);
+  delAll();
+});
+
+/** Removes an in-process device whatever state it is in (test cleanup). */
+async function removeInProcess(devId: number, ...servers: Array<DeviceServer | undefined>): Promise<void> {
+  for (const ds of servers) if (ds?.phase === 'live') await ds.stop().catch(() => undefined);
+  const b = binding();
+  await b.stopDev(devId).catch(() => undefined);
+  await b.delDev(devId).catch(() => undefined);
+}
+
+function verifyJob(name: string, filename: string): Record<string, string | number> {
+  return { name, filename, ioengine: 'io_uring', direct: 1, rw: 'randwrite', bs: '4k', iodepth: 16, size: '8M', verify: 'crc32c', verify_fatal: 1 };
+}
+
+function fioArgs(job: Record<string, string | number>): string {
+  return Object.entries(job)
+    .map(([k, v]) => `--${k}=${v}`)
+    .join(' ');
+}
+
+test('-r 1 -i 1: fio verify on the raw disk and on an ext4 file runs through 3 SIGKILL + recover cycles; nothing lost; fsck clean', async () => {
+  const raw = addDevice(['-t', 'loop', '-f', makeBacking('rec-raw.img', 64), '-r', '1', '-i', '1', '-z']);
+  const fsd = addDevice(['-t', 'loop', '-f', makeBacking('rec-fs.img', 128), '-r', '1', '-i', '1', '-q', '2']);
+  // state files: 0600 in a 0700 directory
+  assert.equal(modeOf(RUN_DIR).toString(8), '700');
+  for (const id of [raw, fsd]) assert.equal(modeOf(path.join(RUN_DIR, `${String(id).padStart(4, '0')}.json`)).toString(8), '600');
+
+  fs.mkdirSync(MNT, { recursive: true });
+  sh(`mkfs.ext4 -q -F /dev/ublkb${fsd} && mount /dev/ublkb${fsd} ${MNT}`);
+  const jobs = [verifyJob('raw', `/dev/ublkb${raw}`), verifyJob('fs', path.join(MNT, 'verify.dat'))];
+  // One full pass first: the final verify reads every block, and a block the interrupted loop
+  // never reached must hold an earlier pass's data, not zeros.
+  for (const j of jobs) {
+    const r = shResult(`fio --output-format=json --do_verify=1 ${fioArgs(j)}`, 600_000);
+    assert.equal(r.code, 0, `the first pass on ${j.name} failed:\n${r.stderr}`);
+  }
+  // write + verify loops, verifying every 512 blocks as it goes, until stopped
+  const fios = jobs.map((j) => fioBackground({ ...j, do_verify: 1, verify_backlog: 512, loops: 1000000, runtime: 1800 }));
+  try {
+    await Promise.all([waitForIo(raw, 1000, 120_000), waitForIo(fsd, 1000, 120_000)]);
+    for (let cycle = 1; cycle <= 3; cycle++) {
+      const old = [await serverPid(raw), await serverPid(fsd)];
+      await Promise.all(old.map((pid) => killAndWait(pid)));
+      for (const id of [raw, fsd]) await waitState(id, [STATE.QUIESCED], 10_000);
+      for (const f of fios) assert.ok(!f.exited(), `cycle ${cycle}: fio ended when the server died`);
+
+      const res = await Promise.all([raw, fsd].map((id) => cliAsync(['recover', '-n', String(id)])));
+      for (const r of res) {
+        assert.equal(r.code, 0, `cycle ${cycle}: recover failed: ${r.stderr}`);
+        assert.match(r.stdout, /state LIVE/);
+      }
+      for (const [i, id] of [raw, fsd].entries()) {
+        assert.equal(await kernelState(id), STATE.LIVE);
+        const pid = await serverPid(id);
+        assert.notEqual(pid, old[i]);
+        assert.ok(processAlive(pid), `cycle ${cycle}: the recovered server of device ${id} is not running`);
+      }
+      // I/O flows again on both disks before the next kill
+      await Promise.all([waitForIo(raw, 500, 120_000), waitForIo(fsd, 500, 120_000)]);
+      for (const f of fios) assert.ok(!f.exited(), `cycle ${cycle}: fio ended after recovery`);
+    }
+
+    // The recovered server of the mounted disk runs in a mount namespace of its own and holds no
+    // copy of that mount (else the filesystem would outlive our umount, unflushed).
+    const srv = await serverPid(fsd);
+    assert.notEqual(fs.readlinkSync(`/proc/${srv}/ns/mnt`), fs.readlinkSync('/proc/self/ns/mnt'));
+    assert.doesNotMatch(fs.readFileSync(`/proc/${srv}/mountinfo`, 'utf8'), new RegExp(`ublkb${fsd}\\b`));
+
+    for (const f of fios) process.kill(f.pid, 'SIGINT');
+    for (const [i, f] of fios.entries()) {
+      const r = await within(f.done, 120_000);
+      assert.ok(r, `fio ${jobs[i].name} did not stop within 120 s of SIGINT`);
+      for (const j of fioJobs(r!)) {
+        assert.equal(j.error, 0, `fio ${j.name} reported error ${j.error}: ${r!.stderr}`);
+        assert.ok(j.writeBytes > 0 && j.readBytes > 0, `fio ${j.name} wrote ${j.writeBytes} and verified ${j.readBytes} bytes`);
+      }
+    }
+    // the final verify: every block of both regions, as last written
+    for (const j of jobs) {
+      const r = shResult(`fio --verify_only=1 --output-format=json ${fioArgs(j)}`, 600_000);
+      assert.equal(r.code, 0, `final verify of ${j.name} failed:\n${r.stderr}`);
+      for (const job of fioJobs(r)) assert.equal(job.error, 0);
+    }
+
+    assert.match(fs.readFileSync('/proc/self/mounts', 'utf8'), new RegExp(`^/dev/ublkb${fsd} ${MNT} ext4 rw`, 'm'), 'the filesystem is no longer mounted rw');
+    sh(`umount ${MNT}`);
+    sh(`fsck.ext4 -fn /dev/ublkb${fsd}`);
+    delDevice(raw);
+    delDevice(fsd);
+    assertClean('after the kill/recover cycles');
+  } finally {
+    for (const f of fios) if (!f.exited()) process.kill(f.pid, 'SIGKILL');
+    shResult(`umount ${MNT} 2>/dev/null || true`);
+    for (const id of [raw, fsd]) if ((await kernelState(id)) >= 0) cli(['del', '-n', String(id)]);
+  }
+});
+
+test('-r 1 -e 1: while no server runs I/O fails at once (FAIL_IO); recover brings the disk and its data back', async () => {
+  const store = inProcessStore();
+  const file = makeBacking('rec-failio.img', 16);
+  const pat = path.join(workDir(), 'rec-pattern');
+  sh(`dd if=/dev/urandom of=${pat} bs=64k count=1 status=none`);
+  const ds = await addInProcess({ type: 'loop', file, recovery: '1', recoveryFailIo: '1' }, store);
+  const id = ds.devId;
+  let ds2: DeviceServer | undefined;
+  try {
+    sh(`dd if=${pat} of=/dev/ublkb${id} bs=64k oflag=direct status=none`);
+    await ds.detach();
+    assert.equal(await waitState(id, [STATE.FAIL_IO], 10_000), STATE.FAIL_IO);
+    // (the time-outs are "never hangs" limits for a slow emulated guest; the times are traced)
+    const r = shResult(`dd if=/dev/ublkb${id} of=/dev/null bs=4k count=1 iflag=direct`, 120_000);
+    trace(`FAIL_IO: read: ${r.stderr.trim()}`);
+    assert.notEqual(r.code, 0, 'a read succeeded while no server runs');
+    assert.match(r.stderr, /error/i);
+    const w = shResult(`dd if=${pat} of=/dev/ublkb${id} bs=4k count=1 seek=100 oflag=direct`, 120_000);
+    trace(`FAIL_IO: write: ${w.stderr.trim()}`);
+    assert.notEqual(w.code, 0, 'a write succeeded while no server runs');
+
+    ds2 = await recoverInProcess(id, store);
+    assert.equal(await kernelState(id), STATE.LIVE);
+    sh(`cmp -n 65536 ${pat} /dev/ublkb${id}`);
+    await ds2.stop();
+    assert.equal(await kernelState(id), -1);
+  } finally {
+    await removeInProcess(id, ds, ds2);
+    fs.rmSync(store.dir, { recursive: true, force: true });
+  }
+});
+
+test('-r 1: I/O issued while the disk is QUIESCED waits, then completes after recover', async () => {
+  const store = inProcessStore();
+  const file = makeBacking('rec-quiesce.img', 16);
+  const pat = path.join(workDir(), 'rec-pattern-q');
+  const out = path.join(workDir(), 'rec-q.out');
+  sh(`dd if=/dev/urandom of=${pat} bs=64k count=1 status=none`);
+  const ds = await addInProcess({ type: 'loop', file, recovery: '1' }, store);
+  const id = ds.devId;
+  let ds2: DeviceServer | undefined;
+  try {
+    sh(`dd if=${pat} of=/dev/ublkb${id} bs=64k oflag=direct status=none`);
+    await ds.detach();
+    await waitState(id, [STATE.QUIESCED], 10_000);
+    const reader = background(`dd if=/dev/ublkb${id} of=${out} bs=64k count=1 iflag=direct status=none`);
+    let done = false;
+    void reader.done.then(() => (done = true));
+    await sleep(2000);
+    assert.ok(!done, 'a read completed while the disk was QUIESCED');
+    ds2 = await recoverInProcess(id, store);
+    const r = await within(reader.done, 30_000);
+    assert.ok(r, 'the waiting read did not complete within 30 s of recover');
+    assert.equal(r!.code, 0, r!.stderr);
+    sh(`cmp ${pat} ${out}`);
+    await ds2.stop();
+  } finally {
+    await removeInProcess(id, ds, ds2);
+    fs.rmSync(store.dir, { recursive: true, force: true });
+  }
+});
+
+test('recover refuses what it cannot do, and says why; the device is left as it was', async () => {
+  const store = inProcessStore();
+  const env = { UBLK_TS_RUN_DIR: store.dir };
+  const file = makeBacking('rec-refuse.img', 16);
+  const live = await addInProcess({ type: 'loop', file, recovery: '1' }, store);
+  const plain = await addInProcess({ type: 'null', size: '16M' }, store);
+  let again: DeviceServer | undefined;
+  try {
+    const say = (r: { stderr: string }) => trace(`recover refusal: ${r.stderr.trim()}`);
+    let r = cli(['recover', '-n', String(live.devId)], { env });
+    say(r);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`device ${live.devId} is LIVE, not QUIESCED or FAIL_IO`));
+    r = cli(['recover', '-n', String(plain.devId)], { env });
+    say(r);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`device ${plain.devId} was not added with -r 1`));
+    r = cli(['recover', '-n', '4242'], { env });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no ublk-ts state for device 4242/);
+    r = cli(['recover', '-n', '1x'], { env });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /-n\/--number must be a whole number/);
+
+    // the backing file shrank while the server was gone: refused, the disk stays QUIESCED
+    await live.detach();
+    await waitState(live.devId, [STATE.QUIESCED], 10_000);
+    sh(`truncate -s 8M ${file}`);
+    await assert.rejects(recoverInProcess(live.devId, store), /shrank from 16777216 to 8388608 bytes/);
+    assert.equal(await kernelState(live.devId), STATE.QUIESCED);
+    sh(`truncate -s 16M ${file}`);
+    again = await recoverInProcess(live.devId, store);
+    assert.equal(await kernelState(live.devId), STATE.LIVE);
+  } finally {
+    await removeInProcess(live.devId, live, again);
+    await removeInProcess(plain.devId, plain);
+    fs.rmSync(store.dir, { recursive: true, force: true });
+  }
+  assertClean('after the refusals');
+});
+
+test('live upgrade (QUIESCE_DEV): `ublk-ts upgrade` twice under fio verify on a mounted ext4; no error, nothing lost, fsck clean', async (t) => {
+  const feats = BigInt(JSON.parse(cli(['features', '--json']).stdout).features ?? 0);
+  if (!(feats & (1n << 12n))) {
+    t.skip('this kernel has no UBLK_F_QUIESCE (Linux 6.16+)');
+    return;
+  }
+  const id = addDevice(['-t', 'loop', '-f', makeBacking('upg-fs.img', 128), '-r', '1', '-i', '1', '-z']);
+  const mnt = path.join(workDir(), 'upg-mnt');
+  fs.mkdirSync(mnt, { recursive: true });
+  sh(`mkfs.ext4 -q -F /dev/ublkb${id} && mount /dev/ublkb${id} ${mnt}`);
+  const job = verifyJob('upg', path.join(mnt, 'verify.dat'));
+  const first = shResult(`fio --output-format=json --do_verify=1 ${fioArgs(job)}`, 600_000);
+  assert.equal(first.code, 0, first.stderr);
+  const f = fioBackground({ ...job, do_verify: 1, verify_backlog: 512, loops: 1000000, runtime: 1800 });
+  try {
+    await waitForIo(id, 1000, 120_000);
+    for (let round = 1; round <= 2; round++) {
+      const old = await serverPid(id);
+      const r = await cliAsync(['upgrade', '-n', String(id)]);
+      trace(`upgrade ${round}: ${r.stdout.trim()} ${r.stderr.trim()}`);
+      assert.equal(r.code, 0, `upgrade ${round} failed: ${r.stderr}`);
+      assert.match(r.stdout, /state LIVE/);
+      const pid = await serverPid(id);
+      assert.notEqual(pid, old, 'the same server still runs the disk');
+      assert.ok(!processAlive(old), `the old server ${old} is still running`);
+      assert.ok(processAlive(pid));
+      assert.equal(await kernelState(id), STATE.LIVE);
+      await waitForIo(id, 500, 120_000);
+      assert.ok(!f.exited(), `round ${round}: fio ended during the upgrade`);
+    }
+    process.kill(f.pid, 'SIGINT');
+    const r = await within(f.done, 120_000);
+    assert.ok(r, 'fio did not stop within 120 s of SIGINT');
+    for (const j of fioJobs(r!)) assert.equal(j.error, 0, `fio reported error ${j.error}: ${r!.stderr}`);
+    const v = shResult(`fio --verify_only=1 --output-format=json ${fioArgs(job)}`, 600_000);
+    assert.equal(v.code, 0, `final verify failed:\n${v.stderr}`);
+    assert.match(fs.readFileSync('/proc/self/mounts', 'utf8'), new RegExp(`^/dev/ublkb${id} ${mnt} ext4 rw`, 'm'));
+    sh(`umount ${mnt}`);
+    sh(`fsck.ext4 -fn /dev/ublkb${id}`);
+    delDevice(id);
+    assertClean('after the live upgrades');
+  } finally {
+    if (!f.exited()) process.kill(f.pid, 'SIGKILL');
+    shResult(`umount ${mnt} 2>/dev/null || true`);
+    if ((await kernelState(id)) >= 0) cli(['del', '-n', String(id)]);
+  }
+});
+
+test('upgrade refuses a disk added without -r 1, and says why; the disk keeps running', async () => {
+  const id = addDevice(['-t', 'null', '--size', '16M']);
+  try {
+    const pid = await serverPid(id);
+    const r = cli(['upgrade', '-n', String(id)]);
+    trace(`upgrade refusal: ${r.stderr.trim()}`);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`device ${id} was not added with -r 1`));
+    assert.equal(await kernelState(id), STATE.LIVE);
+    assert.equal(await serverPid(id), pid);
+  } finally {
+    delDevice(id);
+  }
+});
