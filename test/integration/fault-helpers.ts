@@ -217,6 +217,14 @@ export interface Footprint {
   sUnreclaim: number;
 }
 
+function threadName(tid: string): string {
+  try {
+    return fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim();
+  } catch {
+    return ''; // it just ended
+  }
+}
+
 /** This process's fds and threads, and the guest's memory (page cache dropped first). */
 export function footprint(): Footprint {
   // JavaScript garbage is not a leak: collect it first (twice: finalizers free native memory)
@@ -234,7 +242,9 @@ export function footprint(): Footprint {
   const status = fs.readFileSync('/proc/self/status', 'utf8');
   return {
     fds: fs.readdirSync('/proc/self/fd').length,
-    threads: fs.readdirSync('/proc/self/task').length,
+    // io_uring's io-wq workers (iou-wrk-N) are threads of this process too, but they belong to a
+    // live ring and come and go with its load (tmpfs I/O is handed to them): not counted.
+    threads: fs.readdirSync('/proc/self/task').filter((t) => !threadName(t).startsWith('iou-wrk')).length,
     rss: Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? NaN),
     memAvailable: kb('MemAvailable'),
     slab: kb('Slab'),
