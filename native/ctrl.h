@@ -22,7 +22,7 @@ int ctrl_start_user_recovery(__u32 dev_id);
 int ctrl_end_user_recovery(__u32 dev_id, __s32 pid);
 // Live upgrade (UBLK_F_QUIESCE, needs USER_RECOVERY): the kernel stops handing out requests and
 // aborts every idle FETCH once each queue has one, so the server can drain and leave; the disk
-// then waits QUIESCED for a new server. -EBUSY when no queue went idle within timeout_ms.
+// then waits QUIESCED for a new server. -EBUSY when some queue had no idle tag within timeout_ms.
 int ctrl_quiesce_dev(__u32 dev_id, __u32 timeout_ms);
 
 }  // namespace ublk

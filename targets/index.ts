@@ -15,6 +15,9 @@ export interface FileFacts {
   size: number;
   major: number;
   minor: number;
+  /** the device the file lives on (st_dev); 0:0 when unknown. For O_DIRECT alignment. */
+  fsMajor?: number;
+  fsMinor?: number;
 }
 
 /** The file-system access targets need; tests pass a fake. */
@@ -62,7 +65,14 @@ export const realFs: TargetFs = {
   stat(p) {
     const st = fs.statSync(p, { bigint: true });
     const kind = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : st.isBlockDevice() ? 'block' : 'other';
-    return { kind, size: Number(st.size), major: devMajor(st.rdev), minor: devMinor(st.rdev) };
+    return {
+      kind,
+      size: Number(st.size),
+      major: devMajor(st.rdev),
+      minor: devMinor(st.rdev),
+      fsMajor: devMajor(st.dev),
+      fsMinor: devMinor(st.dev),
+    };
   },
   tryOpen(p, writable) {
     try {

@@ -20,6 +20,8 @@ interface Backing {
   size: number;
   readOnly: boolean;
   canDiscard: boolean;
+  /** DMA alignment mask O_DIRECT on the backing store needs from request buffers (511, 4095...) */
+  dmaMask: number;
 }
 
 function sysBlock(fsx: TargetFs, major: number, minor: number, attr: string): string | undefined {
@@ -35,7 +37,7 @@ function sysNumber(fsx: TargetFs, major: number, minor: number, attr: string): n
 }
 
 function inspect(spec: AddSpec, fsx: TargetFs): Backing {
-  const b: Backing = { problems: [], notes: [], kind: 'file', total: 0, size: 0, readOnly: spec.readOnly, canDiscard: false };
+  const b: Backing = { problems: [], notes: [], kind: 'file', total: 0, size: 0, readOnly: spec.readOnly, canDiscard: false, dmaMask: 511 };
   const file = spec.file;
   if (!file) {
     b.problems.push('-t loop needs -f/--file FILE');
@@ -82,6 +84,22 @@ function inspect(spec: AddSpec, fsx: TargetFs): Backing {
     }
   }
 
+  // O_DIRECT on the backing store needs offsets and lengths in its logical block size and buffers
+  // at its DMA alignment: the block device itself, or the device under the file's filesystem
+  // (tmpfs and other device-less filesystems have no such limit beyond 512).
+  const [dm, dn, under] =
+    st.kind === 'block' ? [st.major, st.minor, ''] : [st.fsMajor ?? 0, st.fsMinor ?? 0, ` (on device ${st.fsMajor}:${st.fsMinor})`];
+  if (dm !== 0) {
+    const devLbs = sysNumber(fsx, dm, dn, 'queue/logical_block_size');
+    if (devLbs !== undefined && devLbs > lbs && !spec.bufferedIo) {
+      b.problems.push(`-f ${file}${under}: its logical block size is ${devLbs}, larger than ${lbs}; use -b ${devLbs} or --buffered_io`);
+    }
+    // With zero copy the request's own pages reach that O_DIRECT I/O: the disk must ask the block
+    // layer for buffers aligned as the backing device needs them.
+    const dma = sysNumber(fsx, dm, dn, 'queue/dma_alignment');
+    b.dmaMask = Math.max(511, (devLbs ?? 512) - 1, dma ?? 0);
+  }
+
   if (st.kind === 'block') {
     const sectors = sysNumber(fsx, st.major, st.minor, 'size');
     if (sectors === undefined) {
@@ -89,10 +107,6 @@ function inspect(spec: AddSpec, fsx: TargetFs): Backing {
       return b;
     }
     b.total = sectors * 512;
-    const devLbs = sysNumber(fsx, st.major, st.minor, 'queue/logical_block_size');
-    if (devLbs !== undefined && devLbs > lbs && !spec.bufferedIo) {
-      b.problems.push(`-f ${file}: its logical block size is ${devLbs}, larger than ${lbs}; use -b ${devLbs} or --buffered_io`);
-    }
     b.canDiscard = (sysNumber(fsx, st.major, st.minor, 'queue/discard_max_bytes') ?? 0) > 0;
   } else {
     b.total = st.size;
@@ -163,9 +177,13 @@ export const loopTarget: TargetDescriptor = {
         maxDiscardSegments: 1,
       };
     }
-    // With zero copy the request pages go straight to the backing file's O_DIRECT I/O: tell the
-    // block layer to keep buffers 512-byte aligned (ublksrv's loop does the same).
-    if (zeroCopy) params.dma = { alignment: 511 };
+    // With zero copy the request pages go straight to the backing file's O_DIRECT I/O: the block
+    // layer must keep every buffer segment aligned as the backing device needs (511 for 512-byte
+    // devices and tmpfs, as ublksrv's loop; 4095 under a 4K-sector device). No segment limits
+    // are needed beyond that: a fixed buffer takes the request's whole bvec, whatever its segment
+    // count, and the backing device's own block layer splits the I/O to its limits; what one
+    // READ/WRITE_FIXED does not finish is resumed at the offset it reached (Queue::on_data_cqe).
+    if (zeroCopy) params.dma = { alignment: b.dmaMask };
 
     return {
       serve: {

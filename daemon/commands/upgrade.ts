@@ -4,7 +4,7 @@
 // QUIESCED (I/O waits, a mounted filesystem notices nothing); then the same path as `recover`
 // starts the new server. Needs a disk added with -r 1 on a kernel with UBLK_F_QUIESCE (6.16).
 
-import { UblkError } from '../errors';
+import { UblkError, UsageError } from '../errors';
 import { StateStore } from '../state-store';
 import { parseDevIdArg, requireControl } from './list';
 import { printDevice, requireRoot, spawnServer } from './add';
@@ -12,7 +12,6 @@ import type { CtrlDevInfo, NativeBinding } from '../native/binding-types';
 import { errnoCode, friendlyError, getBinding } from '../native/load-binding';
 import { UBLK_F } from '../features';
 import { stateName } from '../list-format';
-import { UsageError } from '../errors';
 
 const UBLK_S_DEV_LIVE = 1;
 const UBLK_S_DEV_QUIESCED = 2;

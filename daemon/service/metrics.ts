@@ -13,6 +13,7 @@
 import type * as Prom from 'prom-client';
 import type { DataMode, QueueStats } from '../native/binding-types';
 import type { Phase } from '../device-server';
+import { perScrape, registerProcessMetrics } from './process-metrics';
 
 /** What metrics need from one device of the service. */
 export interface MetricsDevice {
@@ -95,19 +96,15 @@ class NativeHistogram {
   }
 }
 
-/** Creates a registry with every ublk metric, the build info and the default process metrics. */
+/** Creates a registry with every ublk metric, the build info and the process metrics. */
 export function createMetricsRegistry(devices: () => MetricsDevice[], build: BuildInfo, prom: typeof Prom = require('prom-client')): Prom.Registry {
   const registry = new prom.Registry();
-  prom.collectDefaultMetrics({ register: registry });
-  // prom-client names three gauges `_total`, which Prometheus reserves for counters (promtool
-  // check metrics flags them); the same counts stay available without the suffix.
-  for (const n of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
-    registry.removeSingleMetric(n);
-  }
+  registerProcessMetrics(registry, prom);
 
-  /** One read of every live device's queues per metric family. */
-  const queues = () =>
-    devices().flatMap((d) => d.stats().map((q) => ({ d, q, labels: { dev: String(d.devId), queue: String(q.queueId) } })));
+  /** One read of every live device's queues per scrape, shared by every family. */
+  const queues = perScrape(() =>
+    devices().flatMap((d) => d.stats().map((q) => ({ d, q, labels: { dev: String(d.devId), queue: String(q.queueId) } }))),
+  );
 
   const perOp = (name: string, help: string, pick: (q: QueueStats) => Record<string, number>) =>
     new prom.Counter({

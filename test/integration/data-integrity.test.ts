@@ -4,7 +4,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireKernel } from './kernel-gate';
-import { addDevice, delAll, delDevice, fio, makeBacking, sha256File, verifyJobs } from './helpers';
+import * as fs from 'node:fs';
+import { addDevice, cli, delAll, delDevice, fio, makeBacking, sh, sha256File, shResult, trace, verifyJobs } from './helpers';
 
 const DISK_MIB = 64;
 
@@ -56,6 +57,38 @@ describe('null target', () => {
         ]);
         assert.equal(out.jobs[0].write.io_bytes, 16 << 20);
         assert.equal(out.jobs[1].read.io_bytes, 64 << 20);
+      } finally {
+        delDevice(id);
+      }
+    });
+  }
+});
+
+describe('backing device with 4096-byte sectors (a loop device with --sector-size 4096)', () => {
+  let loopDev = '';
+  before(() => {
+    loopDev = sh(`losetup --find --show --sector-size 4096 --direct-io=on ${makeBacking('4kn.img', DISK_MIB)}`).trim();
+  });
+  after(() => {
+    if (loopDev) shResult(`losetup -d ${loopDev}`);
+  });
+
+  test('add -z with 512-byte blocks is refused with the reason; nothing is created', () => {
+    const r = cli(['add', '-t', 'loop', '-f', loopDev, '-z']);
+    trace(`4Kn refusal: ${r.stderr.trim()}`);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /its logical block size is 4096, larger than 512; use -b 4096 or --buffered_io/);
+    assert.equal(cli(['list', '--json']).stdout.trim(), '[]');
+  });
+
+  for (const mode of MODES.filter((m) => m.args.includes('-z'))) {
+    test(`-b 4096, ${mode.name}: DMA alignment 4095 reaches the kernel; fio crc32c verify passes`, () => {
+      const id = addDevice(['-t', 'loop', '-f', loopDev, '-b', '4096', '-d', '64', ...mode.args]);
+      try {
+        assert.equal(fs.readFileSync(`/sys/block/ublkb${id}/queue/logical_block_size`, 'utf8').trim(), '4096');
+        assert.equal(fs.readFileSync(`/sys/block/ublkb${id}/queue/dma_alignment`, 'utf8').trim(), '4095');
+        const out = fio(`/dev/ublkb${id}`, verifyJobs());
+        for (const j of out.jobs) assert.equal(j.error, 0, `${j.jobname} reported error ${j.error}`);
       } finally {
         delDevice(id);
       }

@@ -1,10 +1,14 @@
 // The per-I/O path stays in native code: while fio drives a disk, the queue thread makes no
 // syscall but io_uring_enter (no mmap/brk for memory, no read/write, no futex with JavaScript),
-// and makes no call into JavaScript. Checked on the real driver with strace on the queue thread.
+// makes no call into JavaScript, and makes no heap allocation. Checked on the real driver with
+// strace on the queue thread, and with an LD_PRELOAD allocation counter (native/alloc-counter.c)
+// that counts malloc & co. called from queue threads.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { requireKernel } from './kernel-gate';
-import { addDevice, background, cli, delAll, delDevice, makeBacking, sleep } from './helpers';
+import { addDevice, background, cli, delAll, delDevice, fio, makeBacking, sh, sleep, trace, workDir } from './helpers';
 
 before(() => requireKernel());
 after(() => delAll());
@@ -53,6 +57,55 @@ for (const mode of [
       assert.deepEqual(others, [], `queue thread made other syscalls:\n${t.stderr}`);
       // Batching: at most one io_uring_enter per I/O.
       assert.ok(calls.get('io_uring_enter')! <= total, `${calls.get('io_uring_enter')} enters for ${total} I/Os`);
+    } finally {
+      delDevice(id);
+    }
+  });
+}
+
+/** Reads the shim's running count once the server has written it (every 50 ms). */
+async function allocCount(file: string): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      const t = fs.readFileSync(file, 'utf8').trim();
+      if (/^\d+$/.test(t)) return Number(t);
+    } catch {
+      // not written yet
+    }
+    await sleep(100);
+  }
+  throw new Error(`the allocation counter never wrote ${file}`);
+}
+
+for (const mode of [
+  { name: 'zero copy (auto)', args: ['-z'] },
+  { name: 'zero copy (explicit)', args: ['-z', '--zc-mode', 'explicit'] },
+  { name: 'copy', args: [] },
+  { name: 'user copy', args: ['--usercopy'] },
+]) {
+  test(`loop, ${mode.name}: no heap allocation in the queue threads across a fio run`, async () => {
+    const so = path.join(workDir(), 'alloc-counter.so');
+    if (!fs.existsSync(so)) sh(`cc -shared -fPIC -O2 -o ${so} ${path.resolve(__dirname, '../../../test/integration/native/alloc-counter.c')} -lpthread`);
+    const counts = path.join(workDir(), `allocs-${mode.args.join('') || 'copy'}.txt`);
+    fs.rmSync(counts, { force: true });
+    const file = makeBacking(`alloc-${mode.args.join('')}.img`, 32);
+    const id = addDevice(['-t', 'loop', '-f', file, '-q', '2', ...mode.args], { LD_PRELOAD: so, UBLK_TS_ALLOC_COUNTS: counts });
+    try {
+      await sleep(500);
+      const before = await allocCount(counts);
+      // setup allocates (the tag table, on each queue thread): the counter sees queue threads
+      assert.ok(before > 0, 'the counter saw no allocation at all in the queue threads: it is not counting');
+      const out = fio(`/dev/ublkb${id}`, [
+        { name: 'rand', rw: 'randrw', bs: '4k', iodepth: 32, size: '8M' },
+        { name: 'seq', rw: 'write', bs: '128k', iodepth: 16, size: '16M', extra: { offset: '16M' } },
+        { name: 'flush', rw: 'write', bs: '64k', iodepth: 4, size: '2M', extra: { fsync: 8, offset: '8M' } },
+      ]);
+      const ios = out.jobs.reduce((n: number, j: any) => n + j.read.total_ios + j.write.total_ios, 0);
+      await sleep(300);
+      const after = await allocCount(counts);
+      trace(`queue-thread allocations (${mode.name}): ${before} at start, ${after} after ${ios} I/Os`);
+      assert.ok(ios > 1000, `fio did only ${ios} I/Os`);
+      assert.equal(after, before, `the queue threads allocated ${after - before} times during ${ios} I/Os`);
     } finally {
       delDevice(id);
     }

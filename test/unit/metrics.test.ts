@@ -144,3 +144,22 @@ test('the CLI does not load prom-client (only `serve` does)', () => {
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout), []);
 });
+
+test('a scrape reads the native counters once, however many families use them; the next scrape reads again', async () => {
+  let reads = 0;
+  const devs = devices().map((d) => ({ ...d, stats: () => (reads++, d.stats()) }));
+  const reg = createMetricsRegistry(() => devs, build);
+  await reg.metrics();
+  assert.equal(reads, 2); // one per device
+  await reg.metrics();
+  assert.equal(reads, 4);
+});
+
+test('the process metrics are the standard names, without the event-loop and GC families', async () => {
+  const e = parseExposition(await createMetricsRegistry(devices, build).metrics());
+  for (const n of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_open_fds', 'process_max_fds', 'process_start_time_seconds']) {
+    assert.equal(find(e, n).length, 1, n);
+    assert.ok(find(e, n)[0].value > 0, `${n} > 0`);
+  }
+  assert.equal(e.samples.filter((s) => /^nodejs_(eventloop|gc)/.test(s.name)).length, 0);
+});

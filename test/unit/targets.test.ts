@@ -19,7 +19,7 @@ function fakeFs(files: Record<string, FakeFile>, sys: Record<string, string> = {
       const f = files[p];
       if (!f) throw Object.assign(new Error('ENOENT'), { code: 'ENOENT' });
       if (f.statError) throw Object.assign(new Error(f.statError), { code: f.statError });
-      return { kind: f.kind ?? 'file', size: f.size ?? 0, major: f.major ?? 0, minor: f.minor ?? 0 };
+      return { kind: f.kind ?? 'file', size: f.size ?? 0, major: f.major ?? 0, minor: f.minor ?? 0, fsMajor: f.fsMajor ?? 0, fsMinor: f.fsMinor ?? 0 };
     },
     tryOpen(p, writable) {
       const f = files[p];
@@ -156,6 +156,23 @@ test('loop: block device size and limits come from sysfs by major:minor', () => 
   ]);
   const d2 = loop.describe(spec({ file: '/dev/sdb1', logicalBlockSize: '4096' }), fakeFs(part, sys2));
   assert.ok(d2.params.discard);
+});
+
+test('loop: O_DIRECT needs of the device under a file: its block size is checked, zero copy gets its DMA alignment', () => {
+  const files = { '/mnt/x.img': { size: 8 * MiB, fsMajor: 259, fsMinor: 3 } };
+  const sys = { '/sys/dev/block/259:3/../queue/logical_block_size': '4096\n' };
+  assert.deepEqual(loop.validate(spec({ file: '/mnt/x.img', zerocopy: true }), fakeFs(files, sys)), [
+    '-f /mnt/x.img (on device 259:3): its logical block size is 4096, larger than 512; use -b 4096 or --buffered_io',
+  ]);
+  const d = loop.describe(spec({ file: '/mnt/x.img', zerocopy: true, logicalBlockSize: '4096' }), fakeFs(files, sys));
+  assert.deepEqual(d.params.dma, { alignment: 4095 });
+  // buffered I/O has no such need
+  assert.deepEqual(loop.validate(spec({ file: '/mnt/x.img', bufferedIo: true }), fakeFs(files, sys)), []);
+  // a device that asks for more than its block size
+  const sys2 = { '/sys/dev/block/259:3/queue/logical_block_size': '512\n', '/sys/dev/block/259:3/queue/dma_alignment': '4095\n' };
+  assert.deepEqual(loop.describe(spec({ file: '/mnt/x.img', zerocopy: true }), fakeFs(files, sys2)).params.dma, { alignment: 4095 });
+  // tmpfs and friends (no device): 511
+  assert.deepEqual(loop.describe(spec({ file: '/mnt/x.img', zerocopy: true }), fakeFs({ '/mnt/x.img': { size: MiB } })).params.dma, { alignment: 511 });
 });
 
 test('loop: block device without a readable size', () => {
