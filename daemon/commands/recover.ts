@@ -22,18 +22,27 @@ export interface RecoverDeps {
   checkControl?: () => void;
 }
 
-export async function runRecover(opts: RecoverOptions, deps: RecoverDeps = {}): Promise<number> {
-  const devId = parseDevIdArg(opts.number);
-  if (devId === undefined) throw new UsageError('recover needs -n/--number ID');
+/**
+ * The checks `recover` and `upgrade` share before asking the kernel anything: root, the driver,
+ * and a state file of ours for the device (the new server is started from it). Returns the store.
+ */
+export function requireOwnDevice(devId: number, op: 'recover' | 'upgrade', deps: RecoverDeps): StateStore {
   requireRoot('euid' in deps ? deps.euid : process.geteuid?.());
   (deps.checkControl ?? (() => requireControl()))();
   const store = deps.store ?? new StateStore();
   if (!store.read(devId)) {
-    throw new UblkError(`no ublk-ts state for device ${devId}: only devices added by ublk-ts can be recovered`, {
+    throw new UblkError(`no ublk-ts state for device ${devId}: only devices added by ublk-ts can be ${op === 'recover' ? 'recovered' : 'upgraded'}`, {
       code: 'ENOENT',
-      op: 'recover',
+      op,
     });
   }
+  return store;
+}
+
+export async function runRecover(opts: RecoverOptions, deps: RecoverDeps = {}): Promise<number> {
+  const devId = parseDevIdArg(opts.number);
+  if (devId === undefined) throw new UsageError('recover needs -n/--number ID');
+  const store = requireOwnDevice(devId, 'recover', deps);
   // Fail fast, before a server process is started: the kernel must be waiting for a new server.
   // (The server checks again: the state may change in between.)
   const binding = deps.binding ?? getBinding();

@@ -5,10 +5,10 @@
 // starts the new server. Needs a disk added with -r 1 on a kernel with UBLK_F_QUIESCE (6.16).
 
 import { UblkError, UsageError } from '../errors';
-import { StateStore } from '../state-store';
-import { parseDevIdArg, requireControl } from './list';
-import { printDevice, requireRoot, spawnServer } from './add';
-import type { CtrlDevInfo, NativeBinding } from '../native/binding-types';
+import { parseDevIdArg } from './list';
+import { printDevice, spawnServer } from './add';
+import { requireOwnDevice, type RecoverDeps } from './recover';
+import type { CtrlDevInfo } from '../native/binding-types';
 import { errnoCode, friendlyError, getBinding } from '../native/load-binding';
 import { UBLK_F } from '../features';
 import { stateName } from '../list-format';
@@ -23,11 +23,7 @@ export interface UpgradeOptions {
   timeout?: string;
 }
 
-export interface UpgradeDeps {
-  euid?: number;
-  store?: StateStore;
-  binding?: NativeBinding;
-  checkControl?: () => void;
+export interface UpgradeDeps extends RecoverDeps {
   /** starts the new server (default: the detached server of `recover`) */
   startServer?: (devId: number) => Promise<void>;
   processAlive?: (pid: number) => boolean;
@@ -77,15 +73,7 @@ export async function runUpgrade(opts: UpgradeOptions, deps: UpgradeDeps = {}): 
     }
     timeoutS = Number(opts.timeout);
   }
-  requireRoot('euid' in deps ? deps.euid : process.geteuid?.());
-  (deps.checkControl ?? (() => requireControl()))();
-  const store = deps.store ?? new StateStore();
-  if (!store.read(devId)) {
-    throw new UblkError(`no ublk-ts state for device ${devId}: only devices added by ublk-ts can be upgraded`, {
-      code: 'ENOENT',
-      op: 'upgrade',
-    });
-  }
+  const store = requireOwnDevice(devId, 'upgrade', deps);
   const binding = deps.binding ?? getBinding();
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const isAlive = deps.processAlive ?? alive;
