@@ -206,17 +206,24 @@ test('SIGKILL without recovery during heavy I/O: errors within seconds, state DE
   assertClean('after SIGKILL + del');
 });
 
-test('SIGKILL with -r 1 under I/O, then del instead of recover: the waiting I/O fails, everything is gone', async () => {
-  const id = addDevice(['-t', 'loop', '-f', makeBacking('td-kill-r.img', 64), '-r', '1']);
+test('SIGKILL with -r 1 -i 1 under I/O, then del instead of recover: the waiting I/O fails, everything is gone', async () => {
+  // -i 1: the I/O the dead server held waits for the next one too (without it, the driver fails
+  // that I/O at once and fio stops before the disk is even QUIESCED)
+  const id = addDevice(['-t', 'loop', '-f', makeBacking('td-kill-r.img', 64), '-r', '1', '-i', '1']);
   const f = heavyIo(id);
-  await waitForIo(id, 2000, 120_000);
-  await killAndWait(await serverPid(id));
-  await waitState(id, [STATE.QUIESCED], 10_000);
-  await sleep(1000);
-  assert.ok(!f.exited(), 'fio ended while the disk was QUIESCED (its I/O should wait)');
-  delDevice(id);
-  await endsWithErrors(f, 60_000, 'del of a QUIESCED disk');
-  assertClean('after SIGKILL (-r 1) + del');
+  try {
+    await waitForIo(id, 2000, 120_000);
+    await killAndWait(await serverPid(id));
+    await waitState(id, [STATE.QUIESCED], 10_000);
+    await sleep(1000);
+    assert.ok(!f.exited(), 'fio ended while the disk was QUIESCED (its I/O should wait)');
+    delDevice(id);
+    await endsWithErrors(f, 60_000, 'del of a QUIESCED disk');
+    assertClean('after SIGKILL (-r 1 -i 1) + del');
+  } finally {
+    if (!f.exited()) process.kill(f.pid, 'SIGKILL');
+    if ((await kernelState(id)) >= 0) cli(['del', '-n', String(id)]);
+  }
 });
 
 test('del refuses a mounted disk (its filesystem is left alone); after umount it goes', () => {
