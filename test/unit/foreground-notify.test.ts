@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { listenNotify, python3 } from '../notify-socket';
+import { fakeAddonEnv } from './fake-addon-env';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const ADDON = path.join(ROOT, 'build', 'Release', 'ublk_native.node');
@@ -20,16 +21,7 @@ test('add --foreground: READY=1 after LIVE, WATCHDOG=1, STOPPING=1 on SIGTERM', 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ublk-ts-fgn-'));
   const l = await listenNotify({ abstract: true });
   const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'ublk-ts'), 'add', '-t', 'null', '--size', '1M', '--foreground'], {
-    env: {
-      ...process.env,
-      UBLK_TS_ADDON: path.join(__dirname, 'fake-addon.js'),
-      UBLK_TS_FAKE_SDNOTIFY: 'real',
-      UBLK_TS_CONTROL: '/dev/null',
-      UBLK_TS_RUN_DIR: path.join(dir, 'run'),
-      UBLK_TS_LOG_LEVEL: 'silent',
-      NOTIFY_SOCKET: l.socket,
-      WATCHDOG_USEC: '100000',
-    },
+    env: fakeAddonEnv(dir, { UBLK_TS_LOG_LEVEL: 'silent', NOTIFY_SOCKET: l.socket, WATCHDOG_USEC: '100000' }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));

@@ -18,6 +18,7 @@ import { FakeBinding } from './fake-binding';
 import { listenNotify, python3 } from '../notify-socket';
 import { find, parseExposition } from '../prom-text';
 import type { QueueStats } from '../../daemon/native/binding-types';
+import { fakeAddonEnv } from './fake-addon-env';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const CLI = path.join(ROOT, 'dist', 'daemon', 'cli.js');
@@ -117,15 +118,7 @@ function spawnServe(dir: string, config: string, env: NodeJS.ProcessEnv) {
   fs.mkdirSync(devDir, { recursive: true });
   for (let i = 0; i < 4; i++) fs.writeFileSync(path.join(devDir, `ublkb${i}`), '');
   const child = spawn(process.execPath, [CLI, 'serve', '--config', config, '--log-format', 'json'], {
-    env: {
-      ...process.env,
-      UBLK_TS_ADDON: path.join(__dirname, 'fake-addon.js'),
-      UBLK_TS_FAKE_SDNOTIFY: 'real',
-      UBLK_TS_CONTROL: '/dev/null',
-      UBLK_TS_RUN_DIR: path.join(dir, 'run'),
-      UBLK_TS_DEV_DIR: devDir,
-      ...env,
-    },
+    env: fakeAddonEnv(dir, { UBLK_TS_DEV_DIR: devDir, ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
