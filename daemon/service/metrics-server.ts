@@ -14,6 +14,13 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
+/** A length, not chunked encoding: one write, and the scraper knows where the body ends. */
+function send(res: http.ServerResponse, status: number, type: string, text: string, method?: string): void {
+  const body = Buffer.from(text, 'utf8');
+  res.writeHead(status, { 'Content-Type': type, 'Content-Length': body.length });
+  res.end(method === 'HEAD' ? undefined : body);
+}
+
 export function startMetricsServer(addr: MetricsAddress, registry: Registry, log: Log = nullLogger): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
@@ -22,21 +29,18 @@ export function startMetricsServer(addr: MetricsAddress, registry: Registry, log
       return;
     }
     if (url === '/') {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' }).end('<html><body><a href="/metrics">/metrics</a></body></html>\n');
+      send(res, 200, 'text/html; charset=utf-8', '<html><body><a href="/metrics">/metrics</a></body></html>\n', req.method);
       return;
     }
     if (url !== '/metrics') {
-      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found: try /metrics\n');
+      send(res, 404, 'text/plain', 'not found: try /metrics\n', req.method);
       return;
     }
     registry.metrics().then(
-      (text) => {
-        res.writeHead(200, { 'Content-Type': registry.contentType });
-        res.end(req.method === 'HEAD' ? undefined : text);
-      },
+      (text) => send(res, 200, registry.contentType, text, req.method),
       (err: Error) => {
         log.error({ event: 'metrics_failed', err: err.message }, 'metrics collection failed');
-        res.writeHead(500, { 'Content-Type': 'text/plain' }).end(`metrics collection failed: ${err.message}\n`);
+        send(res, 500, 'text/plain', `metrics collection failed: ${err.message}\n`, req.method);
       },
     );
   });

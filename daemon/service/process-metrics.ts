@@ -27,10 +27,20 @@ function procMaxFds(): number {
   }
 }
 
+// /proc/self/statm (sizes in pages), not /proc/self/status, per scrape: the kernel writes one
+// short line instead of ~60. The page size (Node does not expose it) is found once, from both.
+let pageSize = 0;
+function statmPages(): number {
+  return Number(fs.readFileSync('/proc/self/statm', 'latin1').split(' ', 1)[0]);
+}
 function procVirtualBytes(): number {
   try {
-    const m = /^VmSize:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
-    return m ? Number(m[1]) * 1024 : NaN;
+    if (!pageSize) {
+      const m = /^VmSize:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+      const ratio = m ? (Number(m[1]) * 1024) / statmPages() : 4096;
+      pageSize = 2 ** Math.round(Math.log2(ratio)); // the two reads are a moment apart
+    }
+    return statmPages() * pageSize;
   } catch {
     return NaN;
   }
@@ -86,7 +96,10 @@ export function registerProcessMetrics(registry: Prom.Registry, prom: typeof Pro
   gauge('process_resident_memory_bytes', 'Resident memory size in bytes.', () => mem().rss);
   gauge('process_virtual_memory_bytes', 'Virtual memory size in bytes.', procVirtualBytes);
   gauge('process_open_fds', 'Number of open file descriptors.', procFdCount);
-  gauge('process_max_fds', 'Maximum number of open file descriptors.', procMaxFds);
+  // read once: the limit is set before the service starts (LimitNOFILE=) and a file read per
+  // scrape for a value that does not change is CPU taken from the queue threads
+  const maxFds = procMaxFds();
+  gauge('process_max_fds', 'Maximum number of open file descriptors.', () => maxFds);
   gauge('nodejs_heap_size_total_bytes', 'Process heap size from Node.js in bytes.', () => mem().heapTotal);
   gauge('nodejs_heap_size_used_bytes', 'Process heap size used from Node.js in bytes.', () => mem().heapUsed);
   gauge('nodejs_external_memory_bytes', 'Node.js external memory size in bytes.', () => mem().external);
