@@ -39,6 +39,7 @@ export const DEVICE_FIELDS: Readonly<Record<Exclude<AddOptionKey, 'foreground' |
   recoveryReissue: { name: 'recoveryReissue', type: 'boolean' },
   recoveryFailIo: { name: 'recoveryFailIo', type: 'boolean' },
   readOnly: { name: 'readOnly', type: 'boolean' },
+  ioScheduler: { name: 'ioScheduler', type: 'string' },
 };
 
 /** Fields of a device entry that are not add options. */

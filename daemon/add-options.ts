@@ -35,6 +35,11 @@ export interface AddSpec {
   recoveryFailIo: boolean;
   foreground: boolean;
   readOnly: boolean;
+  /**
+   * I/O scheduler set on /dev/ublkbN once it exists; 'kernel' leaves the kernel's choice. Absent in
+   * state files written before the option existed.
+   */
+  ioScheduler?: string;
 }
 
 export type AddOptionKey =
@@ -55,7 +60,8 @@ export type AddOptionKey =
   | 'recoveryReissue'
   | 'recoveryFailIo'
   | 'foreground'
-  | 'readOnly';
+  | 'readOnly'
+  | 'ioScheduler';
 
 /** What the user gave, by option key: strings from the command line, or JSON values from a file. */
 export type RawAddOptions = Partial<Record<AddOptionKey, string | number | boolean>> & Record<string, unknown>;
@@ -80,6 +86,10 @@ export const DEFAULTS = {
   logicalBlockSize: 512,
   maxIoBufBytes: 512 * 1024,
   nullSizeBytes: 250 * 1024 * 1024 * 1024,
+  // As the kernel's loop driver picks for itself: the server and the backing store do their own
+  // queueing, and mq-deadline in front of them put every dispatch through kblockd (4k random
+  // reads at depth 32 in the test VM: 3.3k IOPS with mq-deadline, 8.9k with none).
+  ioScheduler: 'none',
 } as const;
 
 export const LIMITS = {
@@ -184,6 +194,13 @@ export const ADD_OPTIONS: readonly AddOptionDecl[] = [
   },
   { key: 'foreground', long: '--foreground', description: 'serve in this process until SIGTERM/SIGINT' },
   { key: 'readOnly', long: '--read-only', aliases: ['--read_only'], description: 'expose a read-only disk' },
+  {
+    key: 'ioScheduler',
+    long: '--io-scheduler',
+    aliases: ['--io_scheduler'],
+    arg: '<name|kernel>',
+    description: "I/O scheduler of the disk: none, mq-deadline, kyber, bfq, or kernel to keep the kernel's choice (default: none, as the kernel's loop driver)",
+  },
 ];
 
 /** "-t/--type" for messages. */
@@ -374,6 +391,14 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
     } else sizeBytes = n;
   }
 
+  let ioScheduler: string = DEFAULTS.ioScheduler;
+  if (given('ioScheduler')) {
+    // a sysfs elevator name; whether this kernel has it is known once the disk exists
+    if (typeof raw.ioScheduler !== 'string' || !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(raw.ioScheduler)) {
+      problems.push(`${label('ioScheduler')} must be a scheduler name (none, mq-deadline, kyber, bfq) or kernel, not ${show(raw.ioScheduler)}`);
+    } else ioScheduler = raw.ioScheduler;
+  }
+
   if (problems.length > 0 || target === undefined) throw new UsageError(problems);
 
   // no undefined members: the spec goes through JSON (spawn argument, state file) unchanged
@@ -395,6 +420,7 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
     recoveryFailIo: failIo,
     foreground: switches.foreground === true,
     readOnly: switches.readOnly === true,
+    ioScheduler,
   };
 }
 

@@ -12,7 +12,7 @@
 // original error: no half-created disk is left behind. Every native control call returns a
 // promise (the addon runs them off the main thread: START_DEV and DEL_DEV can block).
 
-import type { AddSpec } from './add-options';
+import { DEFAULTS, type AddSpec } from './add-options';
 import type {
   CtrlDevInfo,
   DataMode,
@@ -172,6 +172,7 @@ export class DeviceServer {
       // START_DEV adds /dev/ublkbN; the pid is the process that serves the device.
       await this.binding.startDev(info.devId, this.pid);
       undo.push({ what: 'STOP_DEV', run: () => this.binding.stopDev(info.devId) });
+      await this.applyIoScheduler(info.devId, spec.ioScheduler ?? DEFAULTS.ioScheduler);
 
       // Only a LIVE device gets a state file; `list` and `recover` rely on it.
       const at = this.now().toISOString();
@@ -200,6 +201,19 @@ export class DeviceServer {
       this.phase = 'failed';
       throw failure;
     }
+  }
+
+  /** The disk's I/O scheduler, before the device counts as live; a refusal fails the add. */
+  private async applyIoScheduler(devId: number, name: string): Promise<void> {
+    if (name === 'kernel') return;
+    try {
+      await this.binding.setIoScheduler(devId, name);
+    } catch (err) {
+      const code = errnoCode(err) ?? (err as Error).message;
+      const why = code === 'EINVAL' ? 'this kernel has no such scheduler (see /sys/block/ublkbN/queue/scheduler)' : code;
+      throw new UblkError(`cannot set the I/O scheduler of /dev/ublkb${devId} to "${name}": ${why}`, { code, op: 'set I/O scheduler' });
+    }
+    this.event('io_scheduler', { scheduler: name });
   }
 
   /** Undo in reverse; an undo step that fails is logged, never hides the original error. */

@@ -52,6 +52,7 @@ export function specToRaw(spec: AddSpec): RawAddOptions {
   if (spec.offsetSectors !== 0) raw.offset = spec.offsetSectors;
   if (spec.sizeBytes !== undefined) raw.size = spec.sizeBytes;
   if (spec.readOnly) raw.readOnly = true;
+  if (spec.ioScheduler !== undefined) raw.ioScheduler = spec.ioScheduler;
   return raw;
 }
 

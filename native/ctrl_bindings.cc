@@ -1,7 +1,12 @@
 // JavaScript face of the control plane: argument conversion and promises around ctrl.cc.
 #include <napi.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <memory>
+#include <string>
 
 #include "ctrl.h"
 #include "promise_worker.h"
@@ -221,6 +226,26 @@ Napi::Value QuiesceDev(const Napi::CallbackInfo &info) {
                             [id, timeout_ms] { return ctrl_quiesce_dev(id, timeout_ms); });
 }
 
+// The disk's I/O scheduler, through /dev/ublkbN's sysfs queue directory. Off the main thread: the
+// kernel freezes the queue to switch, waiting for requests in flight (udev's first reads).
+Napi::Value SetIoScheduler(const Napi::CallbackInfo &info) {
+  uint32_t id = u32_arg(info, 0, "devId");
+  if (info.Length() < 2 || !info[1].IsString()) {
+    Napi::TypeError::New(info.Env(), "scheduler must be a string").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  std::string path = "/sys/block/ublkb" + std::to_string(id) + "/queue/scheduler";
+  return PromiseWorker::Run(info.Env(), "set I/O scheduler", [path, name] {
+    int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    ssize_t n = write(fd, name.data(), name.size());
+    int err = n < 0 ? errno : 0;
+    close(fd);
+    return -err;
+  });
+}
+
 }  // namespace
 
 void init_ctrl_bindings(Napi::Env env, Napi::Object exports) {
@@ -235,6 +260,7 @@ void init_ctrl_bindings(Napi::Env env, Napi::Object exports) {
   exports.Set("startUserRecovery", Napi::Function::New(env, StartUserRecovery, "startUserRecovery"));
   exports.Set("endUserRecovery", Napi::Function::New(env, EndUserRecovery, "endUserRecovery"));
   exports.Set("quiesceDev", Napi::Function::New(env, QuiesceDev, "quiesceDev"));
+  exports.Set("setIoScheduler", Napi::Function::New(env, SetIoScheduler, "setIoScheduler"));
 }
 
 }  // namespace ublk

@@ -164,6 +164,8 @@ export interface NativeBinding {
    * queue had no idle tag within timeoutMs.
    */
   quiesceDev(devId: number, timeoutMs: number): Promise<void>;
+  /** Writes `name` to /sys/block/ublkbN/queue/scheduler (the disk must exist: after START_DEV). */
+  setIoScheduler(devId: number, name: string): Promise<void>;
   createServer(opts: ServeOptions): NativeServer;
   /** sd_notify(3) without libsystemd: sends `state` to $NOTIFY_SOCKET; false when unset. */
   sdNotify(state: string): boolean;

@@ -89,6 +89,18 @@ describe('add, list and del', () => {
     assertClean('after del -a');
   });
 
+  test('the disk gets the I/O scheduler none (as the kernel loop driver), or the one --io-scheduler names', () => {
+    const sched = (id: number) => fs.readFileSync(`/sys/block/ublkb${id}/queue/scheduler`, 'utf8').trim();
+    const a = addDevice(['-t', 'null']);
+    assert.match(sched(a), /\[none\]/);
+    const b = addDevice(['-t', 'null', '--io-scheduler', 'mq-deadline']);
+    assert.match(sched(b), /\[mq-deadline\]/);
+    const c = addDevice(['-t', 'null', '--io-scheduler', 'kernel']);
+    assert.match(sched(c), /\[mq-deadline\]/, "the kernel's own choice for a one-queue disk");
+    assert.equal(cli(['del', '-a']).code, 0);
+    assertClean('after the scheduler devices');
+  });
+
   test('SIGTERM to a server stops and deletes its device', async () => {
     const id = addDevice(['-t', 'null']);
     const pid = Number(/daemon pid (\d+)/.exec(cli(['list', '-n', String(id)]).stdout)![1]);
@@ -121,6 +133,8 @@ describe('bad input: a clear one-line error, non-zero exit, nothing left behind'
     { name: 'bad depth', args: () => ['add', '-t', 'null', '-d', '5000'], expect: /depth/i },
     { name: 'bad block size', args: () => ['add', '-t', 'null', '-b', '1000'], expect: /block.size/i },
     { name: 'unknown option', args: () => ['add', '-t', 'null', '--frobnicate'], expect: /frobnicate/ },
+    // known only once the disk exists: the add is undone
+    { name: 'an I/O scheduler this kernel lacks', args: () => ['add', '-t', 'null', '--io-scheduler', 'cfq'], expect: /scheduler.*"cfq"/ },
     {
       name: 'not root',
       args: () => ['add', '-t', 'null'],

@@ -33,6 +33,7 @@ test('defaults', () => {
     recoveryFailIo: false,
     foreground: false,
     readOnly: false,
+    ioScheduler: 'none',
   });
 });
 
@@ -142,6 +143,11 @@ const cases: Array<[string, RawAddOptions, string]> = [
   ['size unaligned', { type: 'null', size: '1000' }, '--size 1000 is not a multiple of the logical block size 512'],
   ['switch with a value', { type: 'null', readOnly: 'yes' }, '--read-only is a switch and takes no value, not "yes"'],
   ['unknown key (config file)', { type: 'null', colour: 'blue' }, 'unknown option "colour"'],
+  [
+    'io-scheduler not a name',
+    { type: 'null', ioScheduler: '../x' },
+    '--io-scheduler must be a scheduler name (none, mq-deadline, kyber, bfq) or kernel, not "../x"',
+  ],
 ];
 
 for (const [name, raw, message] of cases) {

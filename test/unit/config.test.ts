@@ -121,7 +121,7 @@ test('every problem of a bad config is listed at once, each with its file and JS
     `${f}: service.metricsAddress must be "HOST:PORT" (e.g. "127.0.0.1:9101", "[::1]:9101") or "off", not "0.0.0.0"`,
     `${f}: service.port is not a service setting (known: logLevel, logFormat, metricsAddress)`,
     `${f}: devices[0].queues must be a whole number, not "4"`,
-    `${f}: devices[0].frob is not a device setting (known: name, target, file, id, queues, depth, logicalBlockSize, zeroCopy, userCopy, maxIoBufBytes, bufferedIo, offset, size, recovery, recoveryReissue, recoveryFailIo, readOnly)`,
+    `${f}: devices[0].frob is not a device setting (known: name, target, file, id, queues, depth, logicalBlockSize, zeroCopy, userCopy, maxIoBufBytes, bufferedIo, offset, size, recovery, recoveryReissue, recoveryFailIo, readOnly, ioScheduler)`,
     `${f}: devices[1].zeroCopy must be true, false, "auto" or "explicit", not "yes"`,
     `${f}: devices[6] must be an object, not "nope"`,
     `${f}: devices[0].file "${path.join(d, 'missing.img')}": no such file or directory`,
@@ -231,6 +231,7 @@ test('every device setting reaches the AddSpec', () => {
         recovery: true,
         recoveryFailIo: true,
         readOnly: true,
+        ioScheduler: 'mq-deadline',
       },
     ],
   });
@@ -255,6 +256,7 @@ test('every device setting reaches the AddSpec', () => {
       recoveryFailIo: true,
       foreground: false,
       readOnly: true,
+      ioScheduler: 'mq-deadline',
     },
   );
   const z = write(d, 'z.json', { devices: [{ target: 'null', zeroCopy: true }, { target: 'null', zeroCopy: false, userCopy: true }] });

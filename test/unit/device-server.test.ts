@@ -25,7 +25,8 @@ test('add: the control sequence, in order', async () => {
   const t = setup({ queues: '2', zerocopy: true, recovery: '1' });
   try {
     const st = await t.ds.start();
-    assert.deepEqual(t.binding.ops(), ['getFeatures', 'addDev', 'setParams', 'createServer', 'server.start', 'startDev']);
+    assert.deepEqual(t.binding.ops(), ['getFeatures', 'addDev', 'setParams', 'createServer', 'server.start', 'startDev', 'setIoScheduler']);
+    assert.equal(t.binding.schedulers.get(0), 'none', 'the default, as the kernel loop driver');
     const add = t.binding.calls[1].args[0] as { flags: bigint; devId: number; nrHwQueues: number };
     assert.equal(add.devId, -1);
     assert.equal(add.nrHwQueues, 2);
@@ -133,8 +134,15 @@ const failCases: FailCase[] = [
       fs.rmSync(t.dir, { recursive: true });
       fs.writeFileSync(t.dir, 'not a directory');
     },
-    ops: ['getFeatures', 'addDev', 'setParams', 'createServer', 'server.start', 'startDev', 'stopDev', 'server.stop', 'delDev'],
+    ops: ['getFeatures', 'addDev', 'setParams', 'createServer', 'server.start', 'startDev', 'setIoScheduler', 'stopDev', 'server.stop', 'delDev'],
     message: /EEXIST|ENOTDIR/,
+  },
+  {
+    name: 'the kernel has no such I/O scheduler',
+    arrange: () => undefined,
+    raw: { ioScheduler: 'cfq' },
+    ops: ['getFeatures', 'addDev', 'setParams', 'createServer', 'server.start', 'startDev', 'setIoScheduler', 'stopDev', 'server.stop', 'delDev'],
+    message: 'cannot set the I/O scheduler of /dev/ublkb0 to "cfq": this kernel has no such scheduler (see /sys/block/ublkbN/queue/scheduler)',
   },
 ];
 
@@ -233,12 +241,28 @@ test('stop during start waits for the start, then stops', async () => {
       'createServer',
       'server.start',
       'startDev',
+      'setIoScheduler',
       'stopDev',
       'server.stop',
       'delDev',
     ]);
   } finally {
     t.cleanup();
+  }
+});
+
+test('--io-scheduler: a chosen scheduler is set; kernel leaves the kernel\'s choice', async () => {
+  const a = setup({ ioScheduler: 'mq-deadline' });
+  const b = setup({ ioScheduler: 'kernel' });
+  try {
+    await a.ds.start();
+    assert.equal(a.binding.schedulers.get(0), 'mq-deadline');
+    await b.ds.start();
+    assert.ok(!b.binding.ops().includes('setIoScheduler'));
+    assert.equal(b.ds.phase, 'live');
+  } finally {
+    a.cleanup();
+    b.cleanup();
   }
 });
 

@@ -46,6 +46,7 @@ export type FakeOp =
   | 'startUserRecovery'
   | 'endUserRecovery'
   | 'quiesceDev'
+  | 'setIoScheduler'
   | 'createServer'
   | 'server.start'
   | 'server.stop';
@@ -248,6 +249,17 @@ export class FakeBinding implements NativeBinding {
     this.maybeFail('quiesceDev');
     const d = this.dev('QUIESCE_DEV', devId);
     if (!(d.info.flags & (1n << 12n))) throw nativeError('QUIESCE_DEV', 'EOPNOTSUPP');
+  }
+
+  /** the scheduler last set per device (the kernel's default until set) */
+  readonly schedulers = new Map<number, string>();
+
+  async setIoScheduler(devId: number, name: string): Promise<void> {
+    this.record('setIoScheduler', [devId, name]);
+    this.maybeFail('setIoScheduler');
+    this.dev('set I/O scheduler', devId);
+    if (!['none', 'mq-deadline', 'kyber', 'bfq'].includes(name)) throw nativeError('set I/O scheduler', 'EINVAL');
+    this.schedulers.set(devId, name);
   }
 
   createServer(opts: ServeOptions): NativeServer {
