@@ -176,7 +176,7 @@ async function main() {
     if ((await scraper.get()) <= 0) throw new Error(`no answer from http://${address}${SCRAPE_PATH}`);
 
     const windows = 2 * PAIRS;
-    const runtime = windows * WINDOW + 5;
+    const runtime = windows * WINDOW + 30; // room for fio's start-up; fio is stopped after the last window
     log(`/dev/${name}, scraping http://${address}${SCRAPE_PATH}; one fio ${RW} ${BS} QD${IODEPTH} for ${runtime} s cut into ${PAIRS} pairs of ${WINDOW}-s windows (no scrape / scrape every 1 s), first ${SETTLE} s of each left out${AA ? '; A/A CALIBRATION: no window scrapes' : ''}`);
     fio = spawn('fio', [
       '--name=mo', `--filename=/dev/${name}`, '--ioengine=io_uring', '--direct=1', `--rw=${RW}`, `--bs=${BS}`,
@@ -185,7 +185,17 @@ async function main() {
     let fioErr = '';
     fio.stderr.on('data', (d) => (fioErr += d));
     fioExit = new Promise((r) => fio.once('close', r));
-    await sleep(3000); // fio's start-up
+    // fio's start-up takes seconds in an emulated guest: the first window starts once the disk's
+    // counter has moved in two half-seconds running, and 2 s after that
+    for (let moving = 0, last = completions(name), t = Date.now(); moving < 2; ) {
+      await sleep(500);
+      const now = completions(name);
+      moving = now > last ? moving + 1 : 0;
+      last = now;
+      if (Date.now() - t > 120_000) throw new Error(`fio did not start I/O on /dev/${name} within 120 s: ${fioErr}`);
+      if (fio.exitCode !== null) throw new Error(`fio exited ${fio.exitCode}: ${fioErr}`);
+    }
+    await sleep(2000);
 
     for (let w = 0; w < windows; w++) {
       // A B B A A B B A ...
