@@ -19,8 +19,6 @@ import type { Phase } from '../device-server';
 import { registerProcessMetrics } from './process-metrics';
 import { UblkExposition } from './ublk-exposition';
 
-export { OPS, PHASES, secondsLabel } from './ublk-exposition';
-
 /** What metrics need from one device of the service. */
 export interface MetricsDevice {
   name: string;

@@ -12,8 +12,8 @@ import type { QueueStats } from '../native/binding-types';
 import type { Phase } from '../device-server';
 import type { MetricsDevice } from './metrics';
 
-export const PHASES: readonly Phase[] = ['starting', 'live', 'stopping', 'stopped', 'failed', 'detached'];
-export const OPS = ['read', 'write', 'flush', 'discard', 'write_zeroes', 'other'] as const;
+const PHASES: readonly Phase[] = ['starting', 'live', 'stopping', 'stopped', 'failed', 'detached'];
+const OPS = ['read', 'write', 'flush', 'discard', 'write_zeroes', 'other'] as const;
 
 /** 250 µs → "0.00025": bucket bounds in seconds, without binary-float noise. */
 export function secondsLabel(us: number): string {

@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { createMetricsRegistry, secondsLabel, type MetricsDevice } from '../../daemon/service/metrics';
-import { UblkExposition, escapeLabel } from '../../daemon/service/ublk-exposition';
+import { createMetricsRegistry, type MetricsDevice } from '../../daemon/service/metrics';
+import { UblkExposition, escapeLabel, secondsLabel } from '../../daemon/service/ublk-exposition';
 import type { QueueStats } from '../../daemon/native/binding-types';
 import { find, parseExposition } from '../prom-text';
 
