@@ -75,7 +75,7 @@ if (!result.guest.loop_control) log('WARNING: /dev/loop-control is missing (loop
 
 // ---- backing file ------------------------------------------------------------------------------
 fs.mkdirSync(cfg.workDir, { recursive: true });
-// tmpfs (default) has no NOWAIT reads or writes, so io_uring hands every backing-file I/O of a
+// tmpfs has no NOWAIT reads or writes, so io_uring hands every backing-file I/O of a
 // ublk server to an io-wq worker thread; ext4 on the brd RAM disk (/dev/ram0, loaded by the VM's
 // init) does them inline in the queue thread, as a real disk's filesystem would.
 if (cfg.backing === 'ext4-ram') {
@@ -87,6 +87,9 @@ if (cfg.backing === 'ext4-ram') {
   const tf = Date.now();
   // Random data, written once; every row that needs a file uses this one.
   must('dd', ['if=/dev/urandom', `of=${FILE}`, 'bs=1M', `count=${mib}`, 'status=none', 'conv=fsync']);
+  // dd left the file in the page cache; the first O_DIRECT writer over each range would have to
+  // invalidate it (io_uring punts such writes to a worker): no row should pay for that.
+  sh('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
   result.backing = { path: FILE, bytes: fs.statSync(FILE).size, fill: 'dd if=/dev/urandom bs=1M', fs: firstLine(sh('stat', ['-f', '-c', '%T', cfg.workDir]).stdout), fill_s: (Date.now() - tf) / 1000 };
   log(`backing file ${FILE}: ${mib} MiB of /dev/urandom on ${result.backing.fs} in ${result.backing.fill_s.toFixed(1)}s`);
 }

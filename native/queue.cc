@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "target.h"
@@ -36,12 +37,26 @@ unsigned pow2_at_least(unsigned n) {
 // (closing the ring cancels whatever is left).
 constexpr uint64_t kStopGraceNs = 5ULL * 1000000000ULL;
 
+// Completions handled per pass of the loop before the next submit (see Queue::loop).
+// UBLK_TS_CQES_PER_PASS overrides it for measurements; 0 means no bound.
+constexpr unsigned kCqesPerPass = 8;
+
+unsigned cqes_per_pass_from_env() {
+  const char *v = getenv("UBLK_TS_CQES_PER_PASS");
+  if (!v || !*v) return kCqesPerPass;
+  char *end = nullptr;
+  unsigned long n = strtoul(v, &end, 10);
+  if (*end) return kCqesPerPass;
+  return n == 0 ? ~0u : (unsigned)n;
+}
+
 constexpr int kFixedUblkc = 0;
 constexpr int kFixedBacking = 1;
 
 }  // namespace
 
-Queue::Queue(const DeviceConfig &cfg, unsigned q_id) : cfg_(cfg), q_id_(q_id) {
+Queue::Queue(const DeviceConfig &cfg, unsigned q_id)
+    : cfg_(cfg), q_id_(q_id), cqes_per_pass_(cqes_per_pass_from_env()) {
   // Created here, not on the queue thread, so request_stop() never races with its creation.
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
 }
@@ -241,10 +256,18 @@ void Queue::loop() {
       break;
     }
 
+    // At most kCqesPerPass completions per pass, then back to submit: what they produced
+    // (commits, new backing I/O) reaches the kernel without waiting for the rest. A backing
+    // file whose I/O completes inside io_uring_enter (a filesystem on a RAM disk or pmem, page
+    // cache hits) copies the data of every SQE in the submit before returning, so one pass over
+    // 32 new writes held every commit until all 32 were copied; fio saw completions in bursts.
+    // Measured in the VM (ext4 on brd, 128k seq write QD32, 5 interleaved rounds): +20-40% with
+    // 8 per pass over unbounded passes; reads and 4k random reads unchanged within the noise.
+    // Remaining CQEs stay in the ring: the next submit-and-wait returns at once.
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       on_cqe(cqe);
-      seen++;
+      if (++seen == cqes_per_pass_) break;
     }
     io_uring_cq_advance(&ring_, seen);
   }

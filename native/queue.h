@@ -3,7 +3,8 @@
 // Per tag the loop is FETCH -> (target handles the request) -> COMMIT_AND_FETCH, all on this
 // thread's ring, together with the target's own I/O on the backing file. Everything a request
 // needs is allocated before the queue reports ready; the per-I/O path allocates nothing, makes
-// no JavaScript call and no syscall beyond the ring's own submit-and-wait.
+// no JavaScript call and no syscall beyond the ring's own submit-and-wait (the loop target adds
+// one per clock tick, not per I/O: see target_loop.cc).
 #pragma once
 
 #include <liburing.h>
@@ -37,6 +38,7 @@ struct DeviceConfig {
   int backing_fd = -1;  // registered file 1 (loop); -1 for targets without a file
   __u64 offset_bytes = 0;
   bool read_only = false;
+  void *target_data = nullptr;  // the target's device-wide state: made by init, freed by deinit
 };
 
 // user_data layout of every SQE this engine submits: what it is, and for which tag.
@@ -121,6 +123,7 @@ class Queue {
 
   DeviceConfig cfg_;
   unsigned q_id_;
+  unsigned cqes_per_pass_;  // completions per loop pass before the next submit
   std::thread thread_;
   std::atomic<int> tid_{0};
   struct io_uring ring_ {};

@@ -2,8 +2,12 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "target.h"
@@ -11,6 +15,45 @@
 namespace ublk {
 
 namespace {
+
+// Why the loop target stamps the backing file's mtime itself.
+//
+// io_uring first tries every backing write with IOCB_NOWAIT, inline on the queue thread. A write
+// that must update the file's mtime/ctime cannot do that without blocking (ext4 and xfs start a
+// journal transaction), so the filesystem answers -EAGAIN and io_uring hands the write to an
+// io-wq worker thread. The timestamp has the kernel's coarse clock granularity (one tick, 1-10
+// ms), so the first write of every tick needs an update, and so does every other write submitted
+// before a worker got to it: on ext4 that punted ~60% of 128 KiB writes (measured with kretprobes
+// on kiocb_modified in the VM, 2026-11-22), each paying a thread hand-off. The kernel's loop
+// driver never sees this: it writes from its own worker, where blocking is allowed.
+//
+// So before the first write of each tick the queue thread sets mtime (and so ctime) to "now"
+// itself, with one futimens(); the writes of that tick then find their timestamps current and
+// complete inline. The file ends up with the same timestamps the writes would have given it. The
+// clock is CLOCK_REALTIME_COARSE, read from the vDSO: the clock file timestamps come from. One
+// queue per tick makes the call (a compare-and-swap on the tick across queues).
+// UBLK_TS_NO_MTIME_STAMP=1 turns it off (for measuring what it saves).
+struct LoopState {
+  std::atomic<int64_t> stamped_tick{-1};
+  std::atomic<bool> stamp{false};
+};
+
+int64_t coarse_now_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void stamp_mtime_once_per_tick(const DeviceConfig &cfg) {
+  auto *st = static_cast<LoopState *>(cfg.target_data);
+  if (!st || !st->stamp.load(std::memory_order_relaxed)) return;
+  int64_t now = coarse_now_ns();
+  int64_t seen = st->stamped_tick.load(std::memory_order_relaxed);
+  if (seen == now || !st->stamped_tick.compare_exchange_strong(seen, now, std::memory_order_relaxed)) return;
+  const struct timespec times[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
+  // Not allowed (a file we may write but do not own) or not supported: writes stamp themselves.
+  if (futimens(cfg.backing_fd, times) < 0) st->stamp.store(false, std::memory_order_relaxed);
+}
 
 int loop_init(DeviceConfig &cfg, const TargetOpts &opts, std::string &why) {
   int flags = (opts.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
@@ -26,12 +69,20 @@ int loop_init(DeviceConfig &cfg, const TargetOpts &opts, std::string &why) {
   }
   cfg.backing_fd = fd;
   cfg.read_only = opts.read_only;
+  auto *st = new LoopState();
+  struct stat sb;
+  const char *off = getenv("UBLK_TS_NO_MTIME_STAMP");
+  // Only regular files carry the timestamps writes update; a block device's are not the point.
+  st->stamp = !opts.read_only && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && !(off && *off && strcmp(off, "0") != 0);
+  cfg.target_data = st;
   return 0;
 }
 
 void loop_deinit(DeviceConfig &cfg) {
   if (cfg.backing_fd >= 0) close(cfg.backing_fd);
   cfg.backing_fd = -1;
+  delete static_cast<LoopState *>(cfg.target_data);
+  cfg.target_data = nullptr;
 }
 
 void loop_queue_io(Queue &q, unsigned tag) {
@@ -50,6 +101,7 @@ void loop_queue_io(Queue &q, unsigned tag) {
       q.start_data_rw(tag, false, off, len, false);
       return;
     case kOpWrite:
+      stamp_mtime_once_per_tick(cfg);
       q.start_data_rw(tag, true, off, len, (d.op_flags & kIoFFua) != 0);
       return;
     case kOpFlush: {

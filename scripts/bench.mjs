@@ -9,7 +9,7 @@
 //   BENCH_ROUNDS=N       run every row x job N times, interleaved, and report medians (default 1)
 //   BENCH_FILE_SIZE=1G   backing file size (K/M/G suffixes)     BENCH_TAG=name result name suffix (default runN)
 //   BENCH_OUT=DIR        where results go (default bench/results)
-//   BENCH_BACKING=K      tmpfs (default) or ext4-ram: ext4 on the guest's brd RAM disk (vm only)
+//   BENCH_BACKING=K      ext4-ram (default in the VM): ext4 on the guest's brd RAM disk; or tmpfs
 //   BENCH_VM_TIMEOUT=S   total VM timeout (default: generous estimate from the above)
 //   BENCH_WAIT_QUIET=S   wait up to S s for other QEMU guests/builds on this host to end before booting,
 //                        and up to S s in all (180 s per job) before jobs while the host is busy
@@ -54,12 +54,14 @@ try {
 const runtime = num('BENCH_RUNTIME', 8, 1);
 const ramp = num('BENCH_RAMP', 2, 0);
 const rounds = num('BENCH_ROUNDS', 1, 1);
-const backing = env.BENCH_BACKING || 'tmpfs';
-if (!['tmpfs', 'ext4-ram'].includes(backing)) die(`BENCH_BACKING must be tmpfs or ext4-ram, not "${backing}"`);
 const fileSize = size('BENCH_FILE_SIZE', 1 << 30);
 const outDir = path.resolve(repo, env.BENCH_OUT || 'bench/results');
 const hasUblk = (() => { try { return fs.statSync('/dev/ublk-control').isCharacterDevice(); } catch { return false; } })();
 const mode = env.BENCH_MODE || (hasUblk && process.getuid?.() === 0 ? 'host' : 'vm');
+// ext4 on a RAM disk behaves like a filesystem on a disk (reads and writes complete inline in the
+// queue thread); tmpfs sends every backing I/O of a ublk server to io-wq workers. See bench/README.md.
+const backing = env.BENCH_BACKING || (mode === 'vm' ? 'ext4-ram' : 'tmpfs');
+if (!['tmpfs', 'ext4-ram'].includes(backing)) die(`BENCH_BACKING must be tmpfs or ext4-ram, not "${backing}"`);
 if (backing !== 'tmpfs' && mode !== 'vm') die('BENCH_BACKING=ext4-ram needs the VM (its init loads brd)');
 if (!['vm', 'host'].includes(mode)) die(`BENCH_MODE=${mode}: use vm or host`);
 const waitQuiet = num('BENCH_WAIT_QUIET', 900, 0);

@@ -46,6 +46,29 @@ for (const mode of MODES) {
   });
 }
 
+// The loop target stamps the backing file's mtime itself once per clock tick, ahead of writes
+// (native/target_loop.cc): the file must still end up with the times its writes give it, and
+// reads must not touch it.
+test('loop, zero copy: writes move the backing file\'s mtime and ctime forward, reads leave them', async () => {
+  const file = makeBacking('mtime.img', 16);
+  const old = new Date(Date.now() - 3600_000);
+  fs.utimesSync(file, old, old);
+  const m0 = fs.statSync(file).mtimeMs;
+  const id = addDevice(['-t', 'loop', '-f', file, '-z']);
+  try {
+    fio(`/dev/ublkb${id}`, [{ name: 'r', rw: 'read', bs: '128k', iodepth: 8, size: '8M' }]);
+    assert.equal(fs.statSync(file).mtimeMs, m0, 'a read changed the mtime');
+    const before = Date.now();
+    fio(`/dev/ublkb${id}`, [{ name: 'w', rw: 'write', bs: '128k', iodepth: 8, size: '8M' }]);
+    const st = fs.statSync(file);
+    // Coarse kernel clock: allow one tick (at most 10 ms) before `before`.
+    assert.ok(st.mtimeMs >= before - 10 && st.mtimeMs <= Date.now() + 10, `mtime ${st.mtime.toISOString()} not from the writes`);
+    assert.ok(st.ctimeMs >= st.mtimeMs - 10, `ctime ${st.ctime.toISOString()} behind mtime`);
+  } finally {
+    delDevice(id);
+  }
+});
+
 describe('null target', () => {
   for (const zc of [false, true]) {
     test(`serves reads and writes${zc ? ' with zero copy' : ''}`, () => {

@@ -1,5 +1,7 @@
 // The per-I/O path stays in native code: while fio drives a disk, the queue thread makes no
-// syscall but io_uring_enter (no mmap/brk for memory, no read/write, no futex with JavaScript),
+// syscall but io_uring_enter (no mmap/brk for memory, no read/write, no futex with JavaScript)
+// and, for the loop target's writes, at most one futimens per clock tick (utimensat: the mtime
+// stamp that keeps backing writes inline, see native/target_loop.cc),
 // makes no call into JavaScript, and makes no heap allocation. Checked on the real driver with
 // strace on the queue thread, and with an LD_PRELOAD allocation counter (native/alloc-counter.c)
 // that counts malloc & co. called from queue threads.
@@ -39,6 +41,7 @@ for (const mode of [
       // `exec`: the background pid is strace itself, stopped with SIGINT (it then prints its table).
       const tracer = background(`exec strace -c -p ${tid}`);
       await sleep(3000); // strace attached
+      const t0 = Date.now();
       const fio = background(
         `fio --name=io --filename=/dev/ublkb${id} --ioengine=io_uring --direct=1 --rw=randrw --bs=4k ` +
           `--iodepth=16 --time_based --runtime=5 --output-format=json`,
@@ -53,8 +56,12 @@ for (const mode of [
       const t = await tracer.done;
       const calls = syscallsIn(t.stderr);
       assert.ok(calls.size > 0, `strace produced no table:\n${t.stderr}`);
-      const others = [...calls.keys()].filter((c) => c !== 'io_uring_enter');
+      const others = [...calls.keys()].filter((c) => c !== 'io_uring_enter' && c !== 'utimensat');
       assert.deepEqual(others, [], `queue thread made other syscalls:\n${t.stderr}`);
+      // The mtime stamp: per tick (HZ <= 1000), never per write.
+      const stamps = calls.get('utimensat') ?? 0;
+      const seconds = (Date.now() - t0) / 1000 + 3;
+      assert.ok(stamps <= seconds * 1000 && stamps <= ios.write.total_ios, `${stamps} utimensat for ${ios.write.total_ios} writes in ${seconds.toFixed(1)} s`);
       // Batching: at most one io_uring_enter per I/O.
       assert.ok(calls.get('io_uring_enter')! <= total, `${calls.get('io_uring_enter')} enters for ${total} I/Os`);
     } finally {

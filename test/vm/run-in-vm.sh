@@ -139,11 +139,14 @@ boot() {
 
 log "kernel $kver; booting (TCG, 2 vCPUs, $mem MiB, timeout ${timeout}s) for: $*"
 boot
-if [ "$boot_stuck" = 1 ] && [ "$timed_out" = 0 ]; then
-  # Seen once under TCG: the guest hung before its init reached the shared dir, with 1 vCPU
-  # spinning. A second boot went through. Keep the first console log and retry, verbosely.
+if [ "$timed_out" = 0 ] && [ ! -s "$run/booted" ]; then
+  # Seen under TCG, each once in many boots: the guest hung before its init reached the shared
+  # dir, with 1 vCPU spinning; and the guest kernel panicked during boot (in
+  # ktime_get_real_ts64, from kdamond, before any of our code ran). A second boot went through
+  # both times. Keep the first console log and retry once, verbosely.
   mv "$run/console.log" "$run/console-attempt1.log"
-  log "WARNING: the guest did not reach its init within ${boot_timeout}s; retrying once with a verbose console (first console log: console-attempt1.log)"
+  if [ "$boot_stuck" = 1 ]; then why="did not reach its init within ${boot_timeout}s"; else why="stopped before its init ran (qemu exit status $qrc)"; fi
+  log "WARNING: the guest $why; retrying once with a verbose console (first console log: console-attempt1.log)"
   verbose=1 boot_stuck=0
   boot
 fi
