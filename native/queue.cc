@@ -261,8 +261,9 @@ void Queue::loop() {
     // file whose I/O completes inside io_uring_enter (a filesystem on a RAM disk or pmem, page
     // cache hits) copies the data of every SQE in the submit before returning, so one pass over
     // 32 new writes held every commit until all 32 were copied; fio saw completions in bursts.
-    // Measured in the VM (ext4 on brd, 128k seq write QD32, 5 interleaved rounds): +20-40% with
-    // 8 per pass over unbounded passes; reads and 4k random reads unchanged within the noise.
+    // Measured in the VM (ext4 on brd, 128k seq write QD32, 5 interleaved rounds): median 0.68x
+    // the kernel loop unbounded, 1.17x with 8 per pass (4: 0.85x, 16: 0.91x), 8 ahead in 4
+    // rounds of 5; reads and 4k random reads unchanged within the noise (bench/README.md).
     // Remaining CQEs stay in the ring: the next submit-and-wait returns at once.
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
