@@ -16,7 +16,8 @@ export function analyse(res) {
       rec.ratio_vs_loop = ok(rec) && ok(b) && b.iops > 0 ? rec.iops / b.iops : null;
     }
   }
-  res.checks = CHECKS.map((c) => {
+  // Opt-in checks compare with a row that only runs when asked for: left out when it did not run.
+  res.checks = CHECKS.filter((c) => !c.optIn || res.rows[c.ref]).map((c) => {
     const a = res.rows[c.row]?.jobs?.[c.job];
     const r = res.rows[c.ref]?.jobs?.[c.job];
     const out = { id: c.id, text: c.text, row: c.row, ref: c.ref, job: c.job, metric: c.metric, min: c.min };
@@ -125,7 +126,7 @@ export function markdown(res) {
   }
   L.push('', '## Results', '');
   L.push(...tables(res, true));
-  const uRows = rowNames(res).filter((rn) => res.rows[rn].kind === 'ublk' && res.rows[rn].status === 'ok');
+  const uRows = rowNames(res).filter((rn) => ['ublk', 'ublksrv'].includes(res.rows[rn].kind) && res.rows[rn].status === 'ok');
   if (uRows.length) {
     L.push('### Server CPU seconds by thread over each fio run (queue:* = the queue thread, iou-wrk-N = io_uring workers)', '');
     const jobs = jobNames(res);

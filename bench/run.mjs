@@ -252,6 +252,7 @@ function setUp(row) {
     return { target: { filename: dev, dev }, info };
   }
   const args = row.cli.map((a) => (a === '@FILE' ? FILE : a === '@SIZE' ? String(cfg.fileSize) : a));
+  if (row.kind === 'ublksrv') return setUpUblksrv(row, args);
   const ta = Date.now();
   const r = sh(CLI[0], [CLI[1], 'add', ...args]);
   const addS = (Date.now() - ta) / 1000;
@@ -285,6 +286,40 @@ function setUp(row) {
   return st;
 }
 
+/** A device of the reference C server: `ublk add` prints its list entry once the disk is live. */
+function setUpUblksrv(row, args) {
+  const ta = Date.now();
+  const r = sh(cfg.ublksrv, ['add', ...args], { timeout: 60000 });
+  const addS = (Date.now() - ta) / 1000;
+  const id = parseDevId(r.stdout);
+  if (id !== null) added.push({ ublksrv: id });
+  if (r.code !== 0 || id === null) throw new Error(`${cfg.ublksrv} add ${args.join(' ')} exited ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 500)}`);
+  const pid = Number(/daemon pid (\d+)/.exec(r.stdout)?.[1]);
+  const flags = /flags (0x[0-9a-f]+)/.exec(r.stdout)?.[1] ?? '0x0';
+  const tids = [...r.stdout.matchAll(/queue \d+: tid (\d+)/g)].map((m) => Number(m[1]));
+  const f = BigInt(flags);
+  const mode = f & (1n << 11n) ? 'zc_auto' : f & 1n ? 'zc_explicit' : f & (1n << 7n) ? 'user_copy' : 'copy';
+  const info = {
+    cli: `ublksrv ${path.basename(cfg.ublksrv)} add ${args.join(' ')}`, add_s: addS, dev_id: id, dev: `/dev/ublkb${id}`,
+    data_mode: mode, flags, daemon_pid: pid, queue_tids: tids, list: r.stdout.trim().split('\n'),
+  };
+  const st = { target: { filename: info.dev, dev: info.dev }, info, server: { pid, tids } };
+  if (mode !== row.mode) {
+    tearDown(row, st);
+    const e = new Error(`ublksrv gave data mode ${mode} (flags ${flags}), this row measures ${row.mode}`);
+    e.na = true;
+    throw e;
+  }
+  for (let i = 0; i < 50 && !fs.existsSync(info.dev); i++) spawnSync('sleep', ['0.1']);
+  if (!fs.existsSync(info.dev)) throw new Error(`${info.dev} does not exist after add`);
+  // The scheduler every other row has (ublk-ts sets it, the kernel loop driver picks it): the
+  // kernel's mq-deadline for a one-queue disk would measure kblockd, not the server.
+  const sched = `/sys/block/ublkb${id}/queue/scheduler`;
+  try { fs.writeFileSync(sched, 'none'); } catch (e) { log(`WARNING: ${sched}: ${e.message}`); }
+  info.scheduler = fs.readFileSync(sched, 'utf8').trim();
+  return st;
+}
+
 function tearDown(row, st) {
   if (row.kind === 'loop') {
     must('losetup', ['-d', st.target.dev]);
@@ -293,6 +328,10 @@ function tearDown(row, st) {
     const id = st.info.dev_id;
     must(CLI[0], [CLI[1], 'del', '-n', String(id)], { timeout: 120000 });
     added.splice(added.findIndex((a) => a.ublk === id), 1);
+  } else if (row.kind === 'ublksrv') {
+    const id = st.info.dev_id;
+    must(cfg.ublksrv, ['del', '-n', String(id)], { timeout: 120000 });
+    added.splice(added.findIndex((a) => a.ublksrv === id), 1);
   }
 }
 
@@ -300,6 +339,7 @@ function cleanupAll() {
   for (const a of added.splice(0)) {
     if (a.loop) sh('losetup', ['-d', a.loop]);
     if (a.ublk !== undefined) sh(CLI[0], [CLI[1], 'del', '-n', String(a.ublk)], { timeout: 120000 });
+    if (a.ublksrv !== undefined) sh(cfg.ublksrv, ['del', '-n', String(a.ublksrv)], { timeout: 120000 });
   }
 }
 process.on('SIGTERM', () => { cleanupAll(); process.exit(143); });
@@ -329,6 +369,7 @@ for (const name of cfg.rows) {
     for (const a of added.splice(before)) { // whatever this row left behind
       if (a.loop) sh('losetup', ['-d', a.loop]);
       if (a.ublk !== undefined) sh(CLI[0], [CLI[1], 'del', '-n', String(a.ublk)], { timeout: 120000 });
+      if (a.ublksrv !== undefined) sh(cfg.ublksrv, ['del', '-n', String(a.ublksrv)], { timeout: 120000 });
     }
   }
   save();

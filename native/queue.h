@@ -3,8 +3,8 @@
 // Per tag the loop is FETCH -> (target handles the request) -> COMMIT_AND_FETCH, all on this
 // thread's ring, together with the target's own I/O on the backing file. Everything a request
 // needs is allocated before the queue reports ready; the per-I/O path allocates nothing, makes
-// no JavaScript call and no syscall beyond the ring's own submit-and-wait (the loop target adds
-// one per clock tick, not per I/O: see target_loop.cc).
+// no JavaScript call and no syscall beyond the ring's own io_uring_enter (the loop target adds a
+// futimens per clock tick, not per I/O, and an io_uring_enter per write: see target_loop.cc).
 #pragma once
 
 #include <liburing.h>
@@ -104,6 +104,8 @@ class Queue {
   void start_data_rw(unsigned tag, bool write, __u64 file_off, __u32 len, bool fua);
   // Zero copy without a backing file (null target): register and unregister the buffer.
   void start_zc_touch(unsigned tag, __u32 len);
+  // Hands every SQE prepared so far to the kernel now, without waiting for completions.
+  void submit_now() { io_uring_submit(&ring_); }
   // Ends a request: result is bytes or -errno. Sends COMMIT_AND_FETCH.
   void complete(unsigned tag, int result);
 

@@ -51,6 +51,14 @@ try {
   rows = pick(env.BENCH_ROWS, ROWS, 'BENCH_ROWS');
   jobs = pick(env.BENCH_JOBS, JOBS, 'BENCH_JOBS');
 } catch (e) { die(e.message); }
+// Rows of another server run only when told where it is (an absolute path the guest sees too).
+const ublksrv = env.BENCH_UBLKSRV ? path.resolve(env.BENCH_UBLKSRV) : null;
+if (ublksrv && !fs.existsSync(ublksrv)) die(`BENCH_UBLKSRV=${env.BENCH_UBLKSRV}: no such file`);
+if (ublksrv && !env.BENCH_ROWS) rows = pick('', ROWS.map((r) => ({ ...r, optIn: undefined })), 'BENCH_ROWS');
+for (const rn of rows) {
+  const r = ROWS.find((x) => x.name === rn);
+  if (r.optIn && !env[r.optIn]) die(`BENCH_ROWS: ${rn} needs ${r.optIn} (the path of ublksrv's \`ublk\` CLI)`);
+}
 const runtime = num('BENCH_RUNTIME', 8, 1);
 const ramp = num('BENCH_RAMP', 2, 0);
 const rounds = num('BENCH_ROUNDS', 1, 1);
@@ -82,7 +90,7 @@ fs.mkdirSync(share, { recursive: true });
 const cfgFile = path.join(share, 'config.json');
 const rawFile = path.join(share, 'raw.json');
 fs.writeFileSync(cfgFile, JSON.stringify({
-  runtime, ramp, rounds, rows, jobs, fileSize, backing,
+  runtime, ramp, rounds, rows, jobs, fileSize, backing, ublksrv,
   workDir: mode === 'vm' ? '/tmp/ublk-bench' : path.join(os.tmpdir(), `ublk-bench-${process.pid}`),
   out: rawFile,
   // Per-job gate on host load (vm mode): wait up to jobWait s before a job, jobWaitTotal s in all.
