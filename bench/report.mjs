@@ -3,9 +3,7 @@
 //   node bench/report.mjs RESULT.json   re-renders RESULT.md next to it (and prints it)
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ROWS, JOBS, CHECKS, BASELINE } from './jobs.mjs';
-
-const metricOf = { iops: 'IOPS', mibps: 'MiB/s' };
+import { ROWS, JOBS, CHECKS, BASELINE, METRIC_LABEL as metricOf } from './jobs.mjs';
 
 /** Adds ratios and checks to a result (in place) and returns it. */
 export function analyse(res) {
@@ -16,8 +14,9 @@ export function analyse(res) {
       rec.ratio_vs_loop = ok(rec) && ok(b) && b.iops > 0 ? rec.iops / b.iops : null;
     }
   }
-  // Opt-in checks compare with a row that only runs when asked for: left out when it did not run.
-  res.checks = CHECKS.filter((c) => !c.optIn || res.rows[c.ref]).map((c) => {
+  // A check against an opt-in row (it only runs when asked for) is left out when that row did not run.
+  const optIn = (name) => ROWS.find((r) => r.name === name)?.optIn;
+  res.checks = CHECKS.filter((c) => res.rows[c.ref] || !optIn(c.ref)).map((c) => {
     const a = res.rows[c.row]?.jobs?.[c.job];
     const r = res.rows[c.ref]?.jobs?.[c.job];
     const out = { id: c.id, text: c.text, row: c.row, ref: c.ref, job: c.job, metric: c.metric, min: c.min };

@@ -7,10 +7,14 @@
 // runs each job with fio on every row in turn, and tears the devices down. Results go to CONFIG.out as JSON, rewritten
 // after every job, so that a run cut short still leaves what it measured.
 import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ROWS, JOBS } from './jobs.mjs';
+
+// The product's own reading of ADD_DEV flags (compiled by `npm run build`, which `add` needs too).
+const { modeFromFlags } = createRequire(import.meta.url)('../dist/daemon/features.js');
 
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const CLI = [process.execPath, 'bin/ublk-ts'];
@@ -297,8 +301,7 @@ function setUpUblksrv(row, args) {
   const pid = Number(/daemon pid (\d+)/.exec(r.stdout)?.[1]);
   const flags = /flags (0x[0-9a-f]+)/.exec(r.stdout)?.[1] ?? '0x0';
   const tids = [...r.stdout.matchAll(/queue \d+: tid (\d+)/g)].map((m) => Number(m[1]));
-  const f = BigInt(flags);
-  const mode = f & (1n << 11n) ? 'zc_auto' : f & 1n ? 'zc_explicit' : f & (1n << 7n) ? 'user_copy' : 'copy';
+  const mode = modeFromFlags(BigInt(flags));
   const info = {
     cli: `ublksrv ${path.basename(cfg.ublksrv)} add ${args.join(' ')}`, add_s: addS, dev_id: id, dev: `/dev/ublkb${id}`,
     data_mode: mode, flags, daemon_pid: pid, queue_tids: tids, list: r.stdout.trim().split('\n'),
@@ -335,12 +338,14 @@ function tearDown(row, st) {
   }
 }
 
+/** Removes one device `added` recorded, ignoring failures (cleanup after an error). */
+function removeQuietly(a) {
+  if (a.loop) sh('losetup', ['-d', a.loop]);
+  if (a.ublk !== undefined) sh(CLI[0], [CLI[1], 'del', '-n', String(a.ublk)], { timeout: 120000 });
+  if (a.ublksrv !== undefined) sh(cfg.ublksrv, ['del', '-n', String(a.ublksrv)], { timeout: 120000 });
+}
 function cleanupAll() {
-  for (const a of added.splice(0)) {
-    if (a.loop) sh('losetup', ['-d', a.loop]);
-    if (a.ublk !== undefined) sh(CLI[0], [CLI[1], 'del', '-n', String(a.ublk)], { timeout: 120000 });
-    if (a.ublksrv !== undefined) sh(cfg.ublksrv, ['del', '-n', String(a.ublksrv)], { timeout: 120000 });
-  }
+  for (const a of added.splice(0)) removeQuietly(a);
 }
 process.on('SIGTERM', () => { cleanupAll(); process.exit(143); });
 process.on('SIGINT', () => { cleanupAll(); process.exit(130); });
@@ -366,11 +371,7 @@ for (const name of cfg.rows) {
     rr.reason = e.message;
     log(`${name}: ${rr.status.toUpperCase()}: ${e.message}`);
     if (!e.na) result.errors.push(`${name}: set-up: ${e.message}`);
-    for (const a of added.splice(before)) { // whatever this row left behind
-      if (a.loop) sh('losetup', ['-d', a.loop]);
-      if (a.ublk !== undefined) sh(CLI[0], [CLI[1], 'del', '-n', String(a.ublk)], { timeout: 120000 });
-      if (a.ublksrv !== undefined) sh(cfg.ublksrv, ['del', '-n', String(a.ublksrv)], { timeout: 120000 });
-    }
+    for (const a of added.splice(before)) removeQuietly(a); // whatever this row left behind
   }
   save();
 }

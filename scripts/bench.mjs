@@ -48,13 +48,12 @@ function size(name, def) {
 
 let rows, jobs;
 try {
-  rows = pick(env.BENCH_ROWS, ROWS, 'BENCH_ROWS');
+  rows = pick(env.BENCH_ROWS, ROWS, 'BENCH_ROWS', env);
   jobs = pick(env.BENCH_JOBS, JOBS, 'BENCH_JOBS');
 } catch (e) { die(e.message); }
 // Rows of another server run only when told where it is (an absolute path the guest sees too).
 const ublksrv = env.BENCH_UBLKSRV ? path.resolve(env.BENCH_UBLKSRV) : null;
 if (ublksrv && !fs.existsSync(ublksrv)) die(`BENCH_UBLKSRV=${env.BENCH_UBLKSRV}: no such file`);
-if (ublksrv && !env.BENCH_ROWS) rows = pick('', ROWS.map((r) => ({ ...r, optIn: undefined })), 'BENCH_ROWS');
 for (const rn of rows) {
   const r = ROWS.find((x) => x.name === rn);
   if (r.optIn && !env[r.optIn]) die(`BENCH_ROWS: ${rn} needs ${r.optIn} (the path of ublksrv's \`ublk\` CLI)`);
