@@ -8,6 +8,7 @@
         "native/ctrl.cc",
         "native/ctrl_bindings.cc",
         "native/queue.cc",
+        "native/queue_batch.cc",
         "native/device.cc",
         "native/server_bindings.cc",
         "native/target_loop.cc",

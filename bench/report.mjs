@@ -14,9 +14,10 @@ export function analyse(res) {
       rec.ratio_vs_loop = ok(rec) && ok(b) && b.iops > 0 ? rec.iops / b.iops : null;
     }
   }
-  // A check against an opt-in row (it only runs when asked for) is left out when that row did not run.
+  // A check against an opt-in row (it only runs when asked for) is left out when that row did not
+  // run, and so is an extra check (not one of the goals) whose own row did not run.
   const optIn = (name) => ROWS.find((r) => r.name === name)?.optIn;
-  res.checks = CHECKS.filter((c) => res.rows[c.ref] || !optIn(c.ref)).map((c) => {
+  res.checks = CHECKS.filter((c) => (res.rows[c.ref] || !optIn(c.ref)) && (res.rows[c.row] || !c.extra)).map((c) => {
     const a = res.rows[c.row]?.jobs?.[c.job];
     const r = res.rows[c.ref]?.jobs?.[c.job];
     const out = { id: c.id, text: c.text, row: c.row, ref: c.ref, job: c.job, metric: c.metric, min: c.min };

@@ -37,6 +37,12 @@ function must(cmd, args, opts) {
   return r;
 }
 const firstLine = (s) => (s || '').trim().split('\n')[0] || '';
+// "ext4 on /dev/ram0": findmnt names the filesystem type and its device (stat -f's %T says
+// "ext2/ext3" for ext4: the superblock magic is the same).
+const backingFs = (dir) => {
+  const [type, source] = firstLine(sh('findmnt', ['-n', '-o', 'FSTYPE,SOURCE', '--target', dir]).stdout).split(/\s+/);
+  return type ? `${type} on ${source}` : firstLine(sh('stat', ['-f', '-c', '%T', dir]).stdout);
+};
 
 const result = {
   schema: 1,
@@ -94,7 +100,7 @@ if (cfg.backing === 'ext4-ram') {
   // dd left the file in the page cache; the first O_DIRECT writer over each range would have to
   // invalidate it (io_uring punts such writes to a worker): no row should pay for that.
   sh('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
-  result.backing = { path: FILE, bytes: fs.statSync(FILE).size, fill: 'dd if=/dev/urandom bs=1M', fs: firstLine(sh('stat', ['-f', '-c', '%T', cfg.workDir]).stdout), fill_s: (Date.now() - tf) / 1000 };
+  result.backing = { path: FILE, bytes: fs.statSync(FILE).size, fill: 'dd if=/dev/urandom bs=1M', fs: backingFs(cfg.workDir), fill_s: (Date.now() - tf) / 1000 };
   log(`backing file ${FILE}: ${mib} MiB of /dev/urandom on ${result.backing.fs} in ${result.backing.fill_s.toFixed(1)}s`);
 }
 save();

@@ -31,6 +31,7 @@ export const DEVICE_FIELDS: Readonly<Record<Exclude<AddOptionKey, 'foreground' |
   logicalBlockSize: { name: 'logicalBlockSize', type: 'integer', enum: LIMITS.logicalBlockSizes },
   zerocopy: { name: 'zeroCopy', type: 'zeroCopy' },
   usercopy: { name: 'userCopy', type: 'boolean' },
+  batchIo: { name: 'batchIo', type: 'boolean' },
   maxIoBufBytes: { name: 'maxIoBufBytes', type: 'bytes' },
   bufferedIo: { name: 'bufferedIo', type: 'boolean' },
   offset: { name: 'offset', type: 'integer', minimum: 0 },

@@ -22,6 +22,11 @@ export interface AddSpec {
   /** 'auto': AUTO_BUF_REG when the kernel has it, else REGISTER_IO_BUF; 'explicit': always the latter */
   zeroCopy: ZeroCopyMode;
   userCopy: boolean;
+  /**
+   * UBLK_F_BATCH_IO (Linux 7.0): requests fetched and committed in batches instead of one command
+   * per request. Absent in state files written before the option existed.
+   */
+  batchIo?: boolean;
   /** loop: absolute path of the backing file or block device */
   file?: string;
   /** loop: page-cache I/O instead of O_DIRECT */
@@ -52,6 +57,7 @@ export type AddOptionKey =
   | 'zerocopy'
   | 'zcMode'
   | 'usercopy'
+  | 'batchIo'
   | 'maxIoBufBytes'
   | 'bufferedIo'
   | 'offset'
@@ -141,6 +147,12 @@ export const ADD_OPTIONS: readonly AddOptionDecl[] = [
     long: '--usercopy',
     aliases: ['--user-copy', '--user_copy'],
     description: 'copy data with pread/pwrite on /dev/ublkcN (needs Linux 6.5)',
+  },
+  {
+    key: 'batchIo',
+    long: '--batch-io',
+    aliases: ['--batch_io'],
+    description: 'fetch and commit requests in batches, one command for many (needs Linux 7.0)',
   },
   {
     key: 'maxIoBufBytes',
@@ -308,7 +320,7 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
 
   // switches
   const switches: Partial<Record<AddOptionKey, boolean>> = {};
-  for (const key of ['zerocopy', 'usercopy', 'bufferedIo', 'foreground', 'readOnly'] as const) {
+  for (const key of ['zerocopy', 'usercopy', 'batchIo', 'bufferedIo', 'foreground', 'readOnly'] as const) {
     const b = flag(raw[key]);
     if (b === undefined) problems.push(`${label(key)} is a switch and takes no value, not ${show(raw[key])}`);
     switches[key] = b ?? false;
@@ -411,6 +423,7 @@ export function validateAddOptions(raw: RawAddOptions, env: ValidateEnv): AddSpe
     maxIoBufBytes,
     zeroCopy,
     userCopy,
+    batchIo: switches.batchIo === true,
     ...(file !== undefined ? { file } : {}),
     bufferedIo: switches.bufferedIo === true,
     offsetSectors,

@@ -243,6 +243,8 @@ export class DeviceServer {
       depth: info.queueDepth,
       maxIoBufBytes: info.maxIoBufBytes,
       mode,
+      // From the device's flags, not the spec: a recovered device serves as it was added.
+      batchIo: (info.flags & UBLK_F.BATCH_IO) !== 0n,
     };
     const server = this.binding.createServer(opts);
     this.server = server;

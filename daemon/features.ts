@@ -122,7 +122,7 @@ export interface Negotiated {
   mode: DataMode;
 }
 
-type NeedSpec = Pick<AddSpec, 'zeroCopy' | 'userCopy' | 'recovery' | 'recoveryReissue' | 'recoveryFailIo'>;
+type NeedSpec = Pick<AddSpec, 'zeroCopy' | 'userCopy' | 'batchIo' | 'recovery' | 'recoveryReissue' | 'recoveryFailIo'>;
 
 /**
  * The flags for ADD_DEV given what the kernel supports. Throws (UblkError, code ENOTSUP) naming
@@ -156,6 +156,8 @@ export function negotiateFlags(kernelFeatures: bigint, spec: NeedSpec): Negotiat
       mode = 'zc_explicit';
     }
   }
+  // How requests reach the server, independent of how their data moves.
+  if (spec.batchIo) need('BATCH_IO', '--batch-io');
   if (spec.recovery) {
     need('USER_RECOVERY', '-r/--recovery 1');
     // Live upgrade (`ublk-ts upgrade`) needs QUIESCE_DEV; optional: without it a recoverable disk

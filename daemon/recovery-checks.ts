@@ -47,6 +47,7 @@ export function specToRaw(spec: AddSpec): RawAddOptions {
     raw.zcMode = spec.zeroCopy;
   }
   if (spec.userCopy) raw.usercopy = true;
+  if (spec.batchIo) raw.batchIo = true;
   if (spec.file !== undefined) raw.file = spec.file;
   if (spec.bufferedIo) raw.bufferedIo = true;
   if (spec.offsetSectors !== 0) raw.offset = spec.offsetSectors;
@@ -71,7 +72,7 @@ export function recheckSavedSpec(spec: unknown, devId: number, file: string): Ad
   if (s.file !== undefined && (typeof s.file !== 'string' || !path.isAbsolute(s.file))) {
     throw bad(`the backing file ${JSON.stringify(s.file)} is not an absolute path`);
   }
-  for (const k of ['recovery', 'recoveryReissue', 'recoveryFailIo', 'bufferedIo', 'readOnly', 'userCopy', 'foreground'] as const) {
+  for (const k of ['recovery', 'recoveryReissue', 'recoveryFailIo', 'bufferedIo', 'readOnly', 'userCopy', 'batchIo', 'foreground'] as const) {
     if (s[k] !== undefined && typeof s[k] !== 'boolean') throw bad(`${k} is not true or false`);
   }
   let checked: AddSpec;

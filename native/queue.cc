@@ -187,21 +187,36 @@ int Queue::setup(std::string &why) {
   }
   arm_wake();
 
-  for (unsigned t = 0; t < depth; t++) queue_fetch(t, false, 0);
+  if (cfg_.batch) {
+    ret = batch_setup(why);
+    if (ret < 0) return ret;
+  } else {
+    for (unsigned t = 0; t < depth; t++) queue_fetch(t, false, 0);
+  }
   ret = io_uring_submit(&ring_);
   if (ret < 0) {
-    why = "submitting FETCH";
+    why = cfg_.batch ? "submitting PREP_IO_CMDS" : "submitting FETCH";
     return ret;
   }
-  // A FETCH the kernel refuses (bad flags, wrong task) fails at once: catch it before START_DEV.
+  // A FETCH or PREP the kernel refuses (bad flags, wrong task) fails at once: catch it before
+  // START_DEV.
   struct io_uring_cqe *cqe;
   while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
     int res = cqe->res;
+    unsigned cqe_flags = cqe->flags;
     Kind kind = user_data_kind(cqe->user_data);
+    unsigned ud_tag = user_data_tag(cqe->user_data);
     io_uring_cqe_seen(&ring_, cqe);
     if (kind == Kind::UblkCmd && res < 0) {
       why = "FETCH_REQ";
       return res;
+    }
+    if (kind == Kind::BatchCmd) {
+      if (res < 0) {
+        why = batch_op_of(ud_tag) == kBatchPrep ? "PREP_IO_CMDS" : "FETCH_IO_CMDS";
+        return res;
+      }
+      on_batch_cqe(ud_tag, res, cqe_flags);
     }
   }
   if (stop_requested_.load()) {
@@ -217,6 +232,7 @@ void Queue::teardown() {
     io_uring_queue_exit(&ring_);
     ring_ok_ = false;
   }
+  batch_teardown();
   if (descs_) munmap(descs_, descs_len_);
   descs_ = nullptr;
   if (bufs_) munmap(bufs_, bufs_len_);
@@ -236,6 +252,7 @@ void Queue::loop() {
     // aborts it), and closing the ring cancels it.
     bool drained = stopping_ && busy_ == 0 && data_inflight_ == 0;
     if (drained) {
+      flush_commits();
       io_uring_submit(&ring_);  // the last commits
       break;
     }
@@ -248,6 +265,7 @@ void Queue::loop() {
 
     struct io_uring_cqe *cqe = nullptr;
     int ret;
+    flush_commits();
     if (stop_requested_.load()) {
       struct __kernel_timespec ts = {0, 100 * 1000 * 1000};
       ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
@@ -315,6 +333,9 @@ void Queue::on_cqe(const struct io_uring_cqe *cqe) {
     case Kind::Wake:
       if (!stop_requested_.load()) arm_wake();
       break;
+    case Kind::BatchCmd:
+      on_batch_cqe(tag, cqe->res, cqe->flags);
+      break;
     default:
       on_data_cqe(kind, tag, cqe->res);
       break;
@@ -349,20 +370,29 @@ void Queue::queue_fetch(unsigned tag, bool commit, int result) {
 void Queue::on_ublk_cmd(unsigned tag, int res) {
   cmds_inflight_--;
   if (res == kIoResOk) {
-    IoSlot &s = slots_[tag];
-    s.busy = true;
-    busy_++;
-    s.start_ns = now_ns();
-    QueueCounters::bump(counters_.inflight);
-    cfg_.target->queue_io(*this, tag);
+    start_request(tag);
     return;
   }
   // ABORT: the device is stopping (or the server is being replaced). Anything else means the
   // kernel refused a command of ours; either way this tag is not fetched again.
+  on_command_refused(res, "COMMIT_AND_FETCH_REQ");
+}
+
+// A request arrived at `tag` (its descriptor is filled): hand it to the target.
+void Queue::start_request(unsigned tag) {
+  IoSlot &s = slots_[tag];
+  s.busy = true;
+  busy_++;
+  s.start_ns = now_ns();
+  QueueCounters::bump(counters_.inflight);
+  cfg_.target->queue_io(*this, tag);
+}
+
+void Queue::on_command_refused(int res, const char *what) {
   stopping_ = true;
   if (res != kIoResAbort && loop_err_ == 0 && !stop_requested_.load()) {
     loop_err_ = res;
-    loop_msg_ = "COMMIT_AND_FETCH_REQ";
+    loop_msg_ = what;
   }
 }
 
@@ -375,7 +405,13 @@ void Queue::complete(unsigned tag, int result) {
   counters_.inflight.store(counters_.inflight.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
   s.busy = false;
   busy_--;
-  queue_fetch(tag, true, result);
+  if (!cfg_.batch) {
+    queue_fetch(tag, true, result);
+    return;
+  }
+  // Batch mode: one element of the next COMMIT_IO_CMDS. At most `depth` accumulate between two
+  // flushes (a tag completes once per request, and gets no new one before it is committed).
+  put_batch_elem(commit_bufs_[commit_cur_], commit_count_++, tag, result);
 }
 
 // ---- the data path: the one place that knows the data modes ----------------------------------

@@ -1,7 +1,8 @@
 // One hardware queue of a ublk device: its own thread, its own io_uring, its descriptor array.
 //
 // Per tag the loop is FETCH -> (target handles the request) -> COMMIT_AND_FETCH, all on this
-// thread's ring, together with the target's own I/O on the backing file. Everything a request
+// thread's ring, together with the target's own I/O on the backing file; in batch mode the same
+// with commands that carry many tags each (queue_batch.cc). Everything a request
 // needs is allocated before the queue reports ready; the per-I/O path allocates nothing, makes
 // no JavaScript call and no syscall beyond the ring's own io_uring_enter (the loop target adds a
 // futimens per clock tick, not per I/O, and an io_uring_enter per write: see target_loop.cc).
@@ -38,6 +39,9 @@ struct DeviceConfig {
   int backing_fd = -1;  // registered file 1 (loop); -1 for targets without a file
   __u64 offset_bytes = 0;
   bool read_only = false;
+  // UBLK_F_BATCH_IO: tags delivered and committed in batches (PREP / FETCH / COMMIT_IO_CMDS)
+  // instead of one FETCH / COMMIT_AND_FETCH per tag. Orthogonal to the data mode.
+  bool batch = false;
   void *target_data = nullptr;  // the target's device-wide state: made by init, freed by deinit
 };
 
@@ -50,7 +54,12 @@ enum class Kind : uint8_t {
   UnregBuf = 4,    // zero copy: UNREGISTER_IO_BUF
   TargetOther = 5, // flush, discard, write-zeroes: handled by the target's io_done
   Wake = 6,        // the eventfd that wakes the loop for stop
+  BatchCmd = 7,    // batch mode: PREP / FETCH / COMMIT_IO_CMDS; the "tag" says which (BatchOp)
 };
+
+// A BatchCmd's user_data tag: the BatchOp in bits 0-1, the element count above.
+enum BatchOp : unsigned { kBatchFetch = 0, kBatchPrep = 1, kBatchCommit = 2 };
+inline unsigned batch_op_of(unsigned ud_tag) { return ud_tag & 3; }
 
 inline __u64 make_user_data(Kind k, unsigned tag) { return ((__u64)k << 56) | tag; }
 inline Kind user_data_kind(__u64 ud) { return (Kind)(ud >> 56); }
@@ -106,7 +115,8 @@ class Queue {
   void start_zc_touch(unsigned tag, __u32 len);
   // Hands every SQE prepared so far to the kernel now, without waiting for completions.
   void submit_now() { io_uring_submit(&ring_); }
-  // Ends a request: result is bytes or -errno. Sends COMMIT_AND_FETCH.
+  // Ends a request: result is bytes or -errno. Sends COMMIT_AND_FETCH, or in batch mode adds it
+  // to the next COMMIT_IO_CMDS (sent right before the loop's next submit).
   void complete(unsigned tag, int result);
 
  private:
@@ -116,6 +126,16 @@ class Queue {
   void queue_fetch(unsigned tag, bool commit, int result);
   void on_cqe(const struct io_uring_cqe *cqe);
   void on_ublk_cmd(unsigned tag, int res);
+  void start_request(unsigned tag);
+  void on_command_refused(int res, const char *what);
+  // batch mode (see DeviceConfig::batch)
+  int batch_setup(std::string &why);
+  void batch_teardown();
+  void queue_batch_fetch();
+  struct io_uring_sqe *prep_batch_cmd(unsigned op, void *elems, unsigned nr, BatchOp which);
+  void flush_commits();
+  void put_batch_elem(uint8_t *array, unsigned i, unsigned tag, int result);
+  void on_batch_cqe(unsigned ud_tag, int res, unsigned cqe_flags);
   void on_data_cqe(Kind kind, unsigned tag, int res);
   void submit_data_step(unsigned tag);
   void prep_buf_cmd(struct io_uring_sqe *sqe, bool reg, unsigned tag);
@@ -137,6 +157,21 @@ class Queue {
   size_t bufs_len_ = 0;
   int wake_fd_ = -1;
   uint64_t wake_buf_ = 0;
+
+  // batch mode: two commit arrays (one filling while the other's COMMIT is being submitted), the
+  // buffer the multishot fetch writes tags into, and its one-entry provided-buffer ring.
+  uint8_t *batch_mem_ = nullptr;
+  size_t batch_mem_len_ = 0;
+  uint8_t *commit_bufs_[2] = {nullptr, nullptr};
+  unsigned commit_cur_ = 0;
+  unsigned commit_count_ = 0;
+  unsigned elem_bytes_ = 8;
+  __u16 batch_flags_ = 0;
+  uint8_t *fetch_buf_ = nullptr;
+  unsigned fetch_buf_len_ = 0;
+  unsigned fetch_off_ = 0;  // where the next fetch completion's tags start in fetch_buf_
+  struct io_uring_buf_ring *fetch_ring_ = nullptr;
+  bool fetch_ring_ok_ = false;
 
   unsigned cmds_inflight_ = 0;  // FETCH / COMMIT commands owned by the kernel
   unsigned data_inflight_ = 0;  // backing-file and buffer-table SQEs not yet completed

@@ -71,6 +71,7 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
       Napi::TypeError::New(env, "unknown data mode '" + mode + "'").ThrowAsJavaScriptException();
       return;
     }
+    cfg.batch = flag("batchIo", false);
     std::string target = str("target");
     cfg.target = find_target(target);
     if (!cfg.target) {

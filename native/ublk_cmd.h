@@ -76,6 +76,7 @@ constexpr __u64 kFeatAutoBufReg = 1ULL << 11;
 constexpr __u64 kFeatQuiesce = 1ULL << 12;
 constexpr __u64 kFeatPerIoDaemon = 1ULL << 13;
 constexpr __u64 kFeatBufRegOffDaemon = 1ULL << 14;
+constexpr __u64 kFeatBatchIo = 1ULL << 15;
 
 // ---- parameters (SET_PARAMS / GET_PARAMS) -----------------------------------------------------
 constexpr __u32 kParamBasic = 1 << 0;
@@ -169,6 +170,40 @@ constexpr unsigned kIoNeedGetData = _IOWR('u', 0x22, struct io_cmd);
 constexpr unsigned kIoRegisterIoBuf = _IOWR('u', 0x23, struct io_cmd);
 constexpr unsigned kIoUnregisterIoBuf = _IOWR('u', 0x24, struct io_cmd);
 
+// ---- batched I/O commands (UBLK_F_BATCH_IO, Linux 7.0) -----------------------------------------
+// Instead of one FETCH / COMMIT_AND_FETCH per tag: PREP_IO_CMDS hands the kernel every tag once,
+// one multishot FETCH_IO_CMDS delivers the tags of new requests (2 bytes each) into a provided
+// buffer, and COMMIT_IO_CMDS completes any number of requests at once; a committed tag is ready
+// for its next request without a new fetch. The SQE's cmd area holds a batch_io header; PREP and
+// COMMIT point sqe->addr at an array of elements (a batch_elem, then buf_addr when HAS_BUF_ADDR).
+struct batch_io {
+  __u16 q_id;
+  __u16 flags;  // kBatchF*
+  __u16 nr_elem;
+  __u8 elem_bytes;  // 8, 16 with HAS_BUF_ADDR; 2 (a tag) for FETCH_IO_CMDS
+  __u8 reserved;
+  __u64 reserved2;
+};
+
+struct batch_elem {
+  __u16 tag;
+  __u16 buf_index;  // AUTO_BUF_REG: where the kernel registers the next request's pages
+  __s32 result;     // COMMIT: bytes done or -errno
+};
+
+constexpr __u16 kBatchFHasZoneLba = 1U << 0;
+constexpr __u16 kBatchFHasBufAddr = 1U << 1;  // copy mode: each element is followed by a u64 buffer address
+constexpr __u16 kBatchFAutoBufRegFallback = 1U << 2;
+
+constexpr unsigned kIoPrepIoCmds = _IOWR('u', 0x25, struct batch_io);
+constexpr unsigned kIoCommitIoCmds = _IOWR('u', 0x26, struct batch_io);
+constexpr unsigned kIoFetchIoCmds = _IOWR('u', 0x27, struct batch_io);
+
+// io_uring bits newer than the system's 6.1 headers: a multishot URING_CMD, and a provided-buffer
+// ring whose buffers are consumed piecewise (each completion continues where the last stopped).
+constexpr __u32 kUringCmdMultishot = 1U << 1;   // IORING_URING_CMD_MULTISHOT, sqe->uring_cmd_flags
+constexpr __u16 kPbufRingInc = 1U << 1;         // IOU_PBUF_RING_INC, io_uring_buf_reg flags
+
 // Results of a FETCH's completion: only ABORT means "do not fetch again".
 constexpr int kIoResOk = 0;
 constexpr int kIoResNeedGetData = 1;
@@ -231,6 +266,8 @@ static_assert(sizeof(ctrl_dev_info) == 64, "ublksrv_ctrl_dev_info is 64 bytes");
 static_assert(offsetof(ctrl_dev_info, flags) == 24, "dev_info.flags offset");
 static_assert(sizeof(io_cmd) == 16, "ublksrv_io_cmd is 16 bytes");
 static_assert(sizeof(io_desc) == 24, "ublksrv_io_desc is 24 bytes");
+static_assert(sizeof(batch_io) == 16, "ublk_batch_io is 16 bytes");
+static_assert(sizeof(batch_elem) == 8, "ublk_elem_header is 8 bytes");
 static_assert(sizeof(param_basic) == 32, "ublk_param_basic");
 static_assert(offsetof(params, basic) == 8, "params.basic at 8");
 static_assert(offsetof(params, discard) == 40, "params.discard at 40");

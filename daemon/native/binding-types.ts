@@ -88,6 +88,8 @@ export interface ServeOptions {
   depth: number;
   maxIoBufBytes: number;
   mode: DataMode;
+  /** UBLK_F_BATCH_IO was negotiated: PREP / FETCH / COMMIT_IO_CMDS instead of per-tag commands */
+  batchIo?: boolean;
   target: TargetKind;
   /** loop: the backing file or block device */
   backingPath?: string;

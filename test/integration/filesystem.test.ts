@@ -22,6 +22,7 @@ for (const mode of [
   { name: 'zero copy (auto), 4 queues', args: ['-z', '-q', '4'] },
   { name: 'zero copy (explicit)', args: ['-z', '--zc-mode', 'explicit'] },
   { name: 'copy', args: [] },
+  { name: 'zero copy (auto), batch I/O, 2 queues', args: ['-z', '--batch-io', '-q', '2'] },
 ]) {
   test(`ext4 round trip (${mode.name}), and again after del + add on the same file`, () => {
     const file = makeBacking(`fs-${mode.args.length}.img`, 128);

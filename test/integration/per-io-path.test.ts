@@ -27,6 +27,7 @@ function syscallsIn(table: string): Map<string, number> {
 
 for (const mode of [
   { name: 'zero copy', args: ['-z'] },
+  { name: 'zero copy, batch I/O', args: ['-z', '--batch-io'] },
   { name: 'copy', args: [] },
 ]) {
   test(`loop, ${mode.name}: the queue thread only enters io_uring while serving I/O`, async () => {
@@ -91,6 +92,7 @@ for (const mode of [
   { name: 'zero copy (explicit)', args: ['-z', '--zc-mode', 'explicit'] },
   { name: 'copy', args: [] },
   { name: 'user copy', args: ['--usercopy'] },
+  { name: 'zero copy (auto), batch I/O', args: ['-z', '--batch-io'] },
 ]) {
   test(`loop, ${mode.name}: no heap allocation in the queue threads across a fio run`, async () => {
     const so = path.join(workDir(), 'alloc-counter.so');

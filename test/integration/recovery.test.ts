@@ -165,35 +165,43 @@ test('-r 1 -e 1: while no server runs I/O fails at once (FAIL_IO); recover bring
   }
 });
 
-test('-r 1: I/O issued while the disk is QUIESCED waits, then completes after recover', async () => {
-  const store = inProcessStore();
-  const file = makeBacking('rec-quiesce.img', 16);
-  const pat = path.join(workDir(), 'rec-pattern-q');
-  const out = path.join(workDir(), 'rec-q.out');
-  sh(`dd if=/dev/urandom of=${pat} bs=64k count=1 status=none`);
-  const ds = await addInProcess({ type: 'loop', file, recovery: '1' }, store);
-  const id = ds.devId;
-  let ds2: DeviceServer | undefined;
-  try {
-    sh(`dd if=${pat} of=/dev/ublkb${id} bs=64k oflag=direct status=none`);
-    await ds.detach();
-    await waitState(id, [STATE.QUIESCED], 10_000);
-    const reader = background(`dd if=/dev/ublkb${id} of=${out} bs=64k count=1 iflag=direct status=none`);
-    let done = false;
-    void reader.done.then(() => (done = true));
-    await sleep(2000);
-    assert.ok(!done, 'a read completed while the disk was QUIESCED');
-    ds2 = await recoverInProcess(id, store);
-    const r = await within(reader.done, 30_000);
-    assert.ok(r, 'the waiting read did not complete within 30 s of recover');
-    assert.equal(r!.code, 0, r!.stderr);
-    sh(`cmp ${pat} ${out}`);
-    await ds2.stop();
-  } finally {
-    await removeInProcess(id, ds, ds2);
-    fs.rmSync(store.dir, { recursive: true, force: true });
-  }
-});
+// Batch I/O too: the recovered server prepares every tag again (PREP_IO_CMDS) and the waiting
+// request reaches it through the new multishot fetch.
+for (const variant of [
+  { name: '', raw: {} },
+  { name: ' (zero copy, batch I/O)', raw: { zerocopy: true, batchIo: true } },
+]) {
+  test(`-r 1${variant.name}: I/O issued while the disk is QUIESCED waits, then completes after recover`, async () => {
+    const store = inProcessStore();
+    const file = makeBacking('rec-quiesce.img', 16);
+    const tag = variant.name ? '-b' : '';
+    const pat = path.join(workDir(), `rec-pattern-q${tag}`);
+    const out = path.join(workDir(), `rec-q${tag}.out`);
+    sh(`dd if=/dev/urandom of=${pat} bs=64k count=1 status=none`);
+    const ds = await addInProcess({ type: 'loop', file, recovery: '1', ...variant.raw }, store);
+    const id = ds.devId;
+    let ds2: DeviceServer | undefined;
+    try {
+      sh(`dd if=${pat} of=/dev/ublkb${id} bs=64k oflag=direct status=none`);
+      await ds.detach();
+      await waitState(id, [STATE.QUIESCED], 10_000);
+      const reader = background(`dd if=/dev/ublkb${id} of=${out} bs=64k count=1 iflag=direct status=none`);
+      let done = false;
+      void reader.done.then(() => (done = true));
+      await sleep(2000);
+      assert.ok(!done, 'a read completed while the disk was QUIESCED');
+      ds2 = await recoverInProcess(id, store);
+      const r = await within(reader.done, 30_000);
+      assert.ok(r, 'the waiting read did not complete within 30 s of recover');
+      assert.equal(r!.code, 0, r!.stderr);
+      sh(`cmp ${pat} ${out}`);
+      await ds2.stop();
+    } finally {
+      await removeInProcess(id, ds, ds2);
+      fs.rmSync(store.dir, { recursive: true, force: true });
+    }
+  });
+}
 
 test('recover refuses what it cannot do, and says why; the device is left as it was', async () => {
   const store = inProcessStore();

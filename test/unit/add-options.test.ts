@@ -26,6 +26,7 @@ test('defaults', () => {
     maxIoBufBytes: 524288,
     zeroCopy: 'off',
     userCopy: false,
+    batchIo: false,
     bufferedIo: false,
     offsetSectors: 0,
     recovery: false,
@@ -48,6 +49,7 @@ test('a full loop spec; relative file made absolute', () => {
       logicalBlockSize: '4096',
       zerocopy: true,
       zcMode: 'explicit',
+      batchIo: true,
       maxIoBufBytes: '1M',
       offset: '8',
       size: '1G',
@@ -63,6 +65,7 @@ test('a full loop spec; relative file made absolute', () => {
   assert.equal(s.depth, 256);
   assert.equal(s.logicalBlockSize, 4096);
   assert.equal(s.zeroCopy, 'explicit');
+  assert.equal(s.batchIo, true);
   assert.equal(s.maxIoBufBytes, 1 << 20);
   assert.equal(s.offsetSectors, 8);
   assert.equal(s.sizeBytes, 1 << 30);

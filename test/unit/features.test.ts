@@ -82,6 +82,22 @@ for (const [name, feats, want, message] of missing) {
   });
 }
 
+test('--batch-io asks for BATCH_IO with any data mode, and names Linux 7.0 when missing', () => {
+  assert.deepEqual(negotiateFlags(ALL, { ...base, zeroCopy: 'auto', batchIo: true }), {
+    flags: UBLK_F.CMD_IOCTL_ENCODE | UBLK_F.SUPPORT_ZERO_COPY | UBLK_F.AUTO_BUF_REG | UBLK_F.BATCH_IO,
+    mode: 'zc_auto',
+  });
+  assert.deepEqual(negotiateFlags(ALL, { ...base, batchIo: true }), {
+    flags: UBLK_F.CMD_IOCTL_ENCODE | UBLK_F.BATCH_IO,
+    mode: 'copy',
+  });
+  // a 6.17 kernel: everything up to BUF_REG_OFF_DAEMON
+  assert.throws(
+    () => negotiateFlags((1n << 15n) - 1n, { ...base, zeroCopy: 'auto', batchIo: true }),
+    (e: unknown) => e instanceof UblkError && /--batch-io needs UBLK_F_BATCH_IO \(Linux 7\.0 or later\)/.test(e.message),
+  );
+});
+
 test('every missing feature is named', () => {
   assert.throws(
     () => negotiateFlags(0n, { ...base, zeroCopy: 'auto', recovery: true, recoveryReissue: true }),
