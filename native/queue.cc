@@ -22,11 +22,6 @@ uint64_t now_ns() {
   return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-size_t page_round(size_t n) {
-  size_t page = (size_t)sysconf(_SC_PAGESIZE);
-  return (n + page - 1) / page * page;
-}
-
 unsigned pow2_at_least(unsigned n) {
   unsigned p = 1;
   while (p < n) p <<= 1;
@@ -49,9 +44,6 @@ unsigned cqes_per_pass_from_env() {
   if (*end) return kCqesPerPass;
   return n == 0 ? ~0u : (unsigned)n;
 }
-
-constexpr int kFixedUblkc = 0;
-constexpr int kFixedBacking = 1;
 
 }  // namespace
 

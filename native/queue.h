@@ -9,6 +9,7 @@
 #pragma once
 
 #include <liburing.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -60,6 +61,15 @@ enum class Kind : uint8_t {
 // A BatchCmd's user_data tag: the BatchOp in bits 0-1, the element count above.
 enum BatchOp : unsigned { kBatchFetch = 0, kBatchPrep = 1, kBatchCommit = 2 };
 inline unsigned batch_op_of(unsigned ud_tag) { return ud_tag & 3; }
+
+// Registered files of every queue ring.
+constexpr int kFixedUblkc = 0;
+constexpr int kFixedBacking = 1;
+
+inline size_t page_round(size_t n) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  return (n + page - 1) / page * page;
+}
 
 inline __u64 make_user_data(Kind k, unsigned tag) { return ((__u64)k << 56) | tag; }
 inline Kind user_data_kind(__u64 ud) { return (Kind)(ud >> 56); }
@@ -132,7 +142,7 @@ class Queue {
   int batch_setup(std::string &why);
   void batch_teardown();
   void queue_batch_fetch();
-  struct io_uring_sqe *prep_batch_cmd(unsigned op, void *elems, unsigned nr, BatchOp which);
+  void prep_batch_cmd(unsigned op, void *elems, unsigned nr, BatchOp which);
   void flush_commits();
   void put_batch_elem(uint8_t *array, unsigned i, unsigned tag, int result);
   void on_batch_cqe(unsigned ud_tag, int res, unsigned cqe_flags);
@@ -171,7 +181,6 @@ class Queue {
   unsigned fetch_buf_len_ = 0;
   unsigned fetch_off_ = 0;  // where the next fetch completion's tags start in fetch_buf_
   struct io_uring_buf_ring *fetch_ring_ = nullptr;
-  bool fetch_ring_ok_ = false;
 
   unsigned cmds_inflight_ = 0;  // FETCH / COMMIT commands owned by the kernel
   unsigned data_inflight_ = 0;  // backing-file and buffer-table SQEs not yet completed

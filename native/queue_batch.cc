@@ -23,17 +23,6 @@
 
 namespace ublk {
 
-namespace {
-
-constexpr int kFixedUblkc = 0;
-
-size_t round_to_page(size_t n) {
-  size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-  return (n + pg - 1) / pg * pg;
-}
-
-}  // namespace
-
 int Queue::batch_setup(std::string &why) {
   const unsigned depth = cfg_.depth;
   // Elements carry a buffer address only where the kernel copies (copy mode); with AUTO_BUF_REG
@@ -44,9 +33,9 @@ int Queue::batch_setup(std::string &why) {
   if (cfg_.mode == DataMode::ZcAuto) batch_flags_ |= kBatchFAutoBufRegFallback;
   elem_bytes_ = sizeof(batch_elem) + ((batch_flags_ & kBatchFHasBufAddr) ? sizeof(__u64) : 0);
 
-  const size_t commit_len = round_to_page((size_t)depth * elem_bytes_);
-  fetch_buf_len_ = (unsigned)round_to_page((size_t)depth * sizeof(__u16));
-  const size_t ring_len = round_to_page(sizeof(struct io_uring_buf));
+  const size_t commit_len = page_round((size_t)depth * elem_bytes_);
+  fetch_buf_len_ = (unsigned)page_round((size_t)depth * sizeof(__u16));
+  const size_t ring_len = page_round(sizeof(struct io_uring_buf));
   batch_mem_len_ = 2 * commit_len + fetch_buf_len_ + ring_len;
   void *m = mmap(nullptr, batch_mem_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (m == MAP_FAILED) {
@@ -73,7 +62,6 @@ int Queue::batch_setup(std::string &why) {
     why = "registering the fetch buffer ring (needs Linux 6.12 for incremental buffers)";
     return ret;
   }
-  fetch_ring_ok_ = true;
 
   // PREP: every tag at once; its element array is the first commit buffer, free again as soon as
   // the command was issued (the kernel copies the elements in).
@@ -100,7 +88,6 @@ void Queue::put_batch_elem(uint8_t *array, unsigned i, unsigned tag, int result)
 
 void Queue::batch_teardown() {
   // The ring is gone (its exit dropped the buffer ring registration): only memory is left.
-  fetch_ring_ok_ = false;
   if (batch_mem_) munmap(batch_mem_, batch_mem_len_);
   batch_mem_ = nullptr;
   fetch_ring_ = nullptr;
@@ -108,7 +95,7 @@ void Queue::batch_teardown() {
   commit_bufs_[0] = commit_bufs_[1] = nullptr;
 }
 
-struct io_uring_sqe *Queue::prep_batch_cmd(unsigned op, void *elems, unsigned nr, BatchOp which) {
+void Queue::prep_batch_cmd(unsigned op, void *elems, unsigned nr, BatchOp which) {
   struct io_uring_sqe *sqe = get_sqe();
   io_uring_prep_rw(IORING_OP_URING_CMD, sqe, kFixedUblkc, elems, nr * elem_bytes_, 0);
   sqe->flags = IOSQE_FIXED_FILE;
@@ -122,7 +109,6 @@ struct io_uring_sqe *Queue::prep_batch_cmd(unsigned op, void *elems, unsigned nr
   // The element count rides along (tag bits 2-15) so a short COMMIT result can be recognised.
   sqe->user_data = make_user_data(Kind::BatchCmd, (unsigned)which | (nr << 2));
   cmds_inflight_++;
-  return sqe;
 }
 
 void Queue::queue_batch_fetch() {
@@ -164,7 +150,13 @@ void Queue::on_batch_cqe(unsigned ud_tag, int res, unsigned cqe_flags) {
         for (unsigned off = fetch_off_; off + sizeof(__u16) <= end && off + sizeof(__u16) <= fetch_buf_len_; off += sizeof(__u16)) {
           __u16 tag;
           memcpy(&tag, fetch_buf_ + off, sizeof(tag));
-          if (tag < cfg_.depth && !slots_[tag].busy) start_request(tag);
+          // A tag out of range or one we still hold breaks the protocol: stop, loudly, rather
+          // than leave that request unanswered.
+          if (tag >= cfg_.depth || slots_[tag].busy) {
+            on_command_refused(-EPROTO, "FETCH_IO_CMDS (a tag not ours to take)");
+            continue;
+          }
+          start_request(tag);
         }
         fetch_off_ = end;
       }
