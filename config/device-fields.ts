@@ -32,6 +32,7 @@ export const DEVICE_FIELDS: Readonly<Record<Exclude<AddOptionKey, 'foreground' |
   zerocopy: { name: 'zeroCopy', type: 'zeroCopy' },
   usercopy: { name: 'userCopy', type: 'boolean' },
   batchIo: { name: 'batchIo', type: 'boolean' },
+  threadsPerQueue: { name: 'threadsPerQueue', type: 'integer', minimum: 1, maximum: LIMITS.maxThreadsPerQueue },
   maxIoBufBytes: { name: 'maxIoBufBytes', type: 'bytes' },
   bufferedIo: { name: 'bufferedIo', type: 'boolean' },
   offset: { name: 'offset', type: 'integer', minimum: 0 },

@@ -164,7 +164,7 @@ export class DeviceServer {
 
       // The queue threads open /dev/ublkcN, create their rings and FETCH every tag; start()
       // resolves once all are in, which START_DEV waits for.
-      const server = this.createServer(target, info, mode);
+      const server = this.createServer(target, info, mode, spec);
       undo.push({ what: 'stop queue threads', run: () => server.stop(true) });
       const tids = await server.start();
       this.event('queues_ready', { tids });
@@ -235,7 +235,7 @@ export class DeviceServer {
     return params;
   }
 
-  private createServer(target: TargetDescription, info: CtrlDevInfo, mode: DataMode): NativeServer {
+  private createServer(target: TargetDescription, info: CtrlDevInfo, mode: DataMode, spec: AddSpec): NativeServer {
     const opts: ServeOptions = {
       ...target.serve,
       devId: info.devId,
@@ -245,6 +245,8 @@ export class DeviceServer {
       mode,
       // From the device's flags, not the spec: a recovered device serves as it was added.
       batchIo: (info.flags & UBLK_F.BATCH_IO) !== 0n,
+      // From the spec (add's, or the one saved for recover): the device's flags do not say it.
+      threadsPerQueue: spec.threadsPerQueue ?? 1,
     };
     const server = this.binding.createServer(opts);
     this.server = server;
@@ -337,7 +339,7 @@ export class DeviceServer {
       this.event('recovery_started', { state: stateName(info.state) });
 
       // A new set of queue threads re-opens /dev/ublkcN, re-maps the descriptors and FETCHes.
-      server = this.createServer(target, info, mode);
+      server = this.createServer(target, info, mode, spec);
       const tids = await server.start();
       this.event('queues_ready', { tids });
 

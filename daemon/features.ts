@@ -122,7 +122,7 @@ export interface Negotiated {
   mode: DataMode;
 }
 
-type NeedSpec = Pick<AddSpec, 'zeroCopy' | 'userCopy' | 'batchIo' | 'recovery' | 'recoveryReissue' | 'recoveryFailIo'>;
+type NeedSpec = Pick<AddSpec, 'zeroCopy' | 'userCopy' | 'batchIo' | 'threadsPerQueue' | 'recovery' | 'recoveryReissue' | 'recoveryFailIo'>;
 
 /**
  * The flags for ADD_DEV given what the kernel supports. Throws (UblkError, code ENOTSUP) naming
@@ -158,6 +158,8 @@ export function negotiateFlags(kernelFeatures: bigint, spec: NeedSpec): Negotiat
   }
   // How requests reach the server, independent of how their data moves.
   if (spec.batchIo) need('BATCH_IO', '--batch-io');
+  // Several threads per queue: each tag's commands come from the thread that fetched it.
+  if ((spec.threadsPerQueue ?? 1) > 1) need('PER_IO_DAEMON', '--threads-per-queue above 1');
   if (spec.recovery) {
     need('USER_RECOVERY', '-r/--recovery 1');
     // Live upgrade (`ublk-ts upgrade`) needs QUIESCE_DEV; optional: without it a recoverable disk

@@ -63,24 +63,47 @@ int Device::start(std::vector<int> &tids, std::string &why, ExitFn on_exit) {
     std::string why;
   };
   auto wait = std::make_shared<Wait>();
-  queues_.reserve(cfg_.nr_queues);  // no reallocation while a concurrent stop walks the list
+  // One exit report per queue: at the first thread that fails (the queue's tags it served are
+  // gone, so the queue is as good as ended: the server stops or hands over, which ends the rest),
+  // else when its last thread has ended.
+  struct QueueExit {
+    std::mutex mu;
+    std::vector<unsigned> left;
+    std::vector<bool> reported;
+  };
+  const unsigned per_queue = cfg_.threads_per_queue;
+  auto exits = std::make_shared<QueueExit>();
+  exits->left.assign(cfg_.nr_queues, per_queue);
+  exits->reported.assign(cfg_.nr_queues, false);
+  const unsigned nthreads = cfg_.nr_queues * per_queue;
+  queues_.reserve(nthreads);  // no reallocation while a concurrent stop walks the list
   for (unsigned q = 0; q < cfg_.nr_queues; q++) {
-    queues_.emplace_back(new Queue(cfg_, q));
-    queues_.back()->start(
-        [wait, q](int err, const std::string &w) {
-          std::lock_guard<std::mutex> l(wait->mu);
-          if (err < 0 && wait->err == 0) {
-            wait->err = err;
-            wait->why = "queue " + std::to_string(q) + ": " + w;
-          }
-          wait->reported++;
-          wait->cv.notify_all();
-        },
-        [on_exit, q](int err, const std::string &msg) { on_exit(q, err, msg); });
+    for (unsigned w = 0; w < per_queue; w++) {
+      queues_.emplace_back(new Queue(cfg_, q, w));
+      queues_.back()->start(
+          [wait, q](int err, const std::string &what) {
+            std::lock_guard<std::mutex> l(wait->mu);
+            if (err < 0 && wait->err == 0) {
+              wait->err = err;
+              wait->why = "queue " + std::to_string(q) + ": " + what;
+            }
+            wait->reported++;
+            wait->cv.notify_all();
+          },
+          [on_exit, exits, q](int err, const std::string &msg) {
+            {
+              std::lock_guard<std::mutex> l(exits->mu);
+              const bool last = --exits->left[q] == 0;
+              if (exits->reported[q] || (err == 0 && !last)) return;
+              exits->reported[q] = true;
+            }
+            on_exit(q, err, msg);
+          });
+    }
   }
   {
     std::unique_lock<std::mutex> l(wait->mu);
-    wait->cv.wait(l, [&] { return wait->reported == cfg_.nr_queues; });
+    wait->cv.wait(l, [&] { return wait->reported == nthreads; });
   }
   if (wait->err < 0) {
     why = wait->why;
@@ -93,7 +116,9 @@ int Device::start(std::vector<int> &tids, std::string &why, ExitFn on_exit) {
     cfg_.ublkc_fd = -1;
     return wait->err;
   }
-  for (auto &q : queues_) tids.push_back(q->tid());
+  // One thread id per queue (its first thread), as `list` shows them.
+  for (auto &q : queues_)
+    if (q->worker() == 0) tids.push_back(q->tid());
   return 0;
 }
 

@@ -47,8 +47,8 @@ unsigned cqes_per_pass_from_env() {
 
 }  // namespace
 
-Queue::Queue(const DeviceConfig &cfg, unsigned q_id)
-    : cfg_(cfg), q_id_(q_id), cqes_per_pass_(cqes_per_pass_from_env()) {
+Queue::Queue(const DeviceConfig &cfg, unsigned q_id, unsigned worker)
+    : cfg_(cfg), q_id_(q_id), worker_(worker), cqes_per_pass_(cqes_per_pass_from_env()) {
   // Created here, not on the queue thread, so request_stop() never races with its creation.
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
 }
@@ -63,8 +63,9 @@ void Queue::start(std::function<void(int, const std::string &)> ready,
                   std::function<void(int, const std::string &)> exited) {
   thread_ = std::thread([this, ready, exited] {
     tid_.store((int)syscall(SYS_gettid));
-    char name[16];
-    snprintf(name, sizeof(name), "ublk%u-q%u", cfg_.dev_id, q_id_);
+    char name[16];  // the kernel keeps 15 characters
+    if (cfg_.threads_per_queue > 1) snprintf(name, sizeof(name), "ublk%u-q%u.%u", cfg_.dev_id, q_id_, worker_);
+    else snprintf(name, sizeof(name), "ublk%u-q%u", cfg_.dev_id, q_id_);
     pthread_setname_np(pthread_self(), name);
 
     std::string why;
@@ -162,15 +163,19 @@ int Queue::setup(std::string &why) {
     return -ENOMEM;
   }
   if (cfg_.mode == DataMode::Copy || cfg_.mode == DataMode::UserCopy) {
-    // One buffer per tag, page aligned for O_DIRECT; anonymous memory is only backed once used.
-    bufs_len_ = (size_t)depth * cfg_.max_io_buf_bytes;
+    // One buffer per tag this thread serves, page aligned for O_DIRECT; anonymous memory is only
+    // backed once used.
+    const unsigned n = cfg_.threads_per_queue;
+    const unsigned owned = (depth - worker_ + n - 1) / n;
+    bufs_len_ = (size_t)owned * cfg_.max_io_buf_bytes;
     void *b = mmap(nullptr, bufs_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (b == MAP_FAILED) {
       why = "allocating I/O buffers";
       return -errno;
     }
     bufs_ = (uint8_t *)b;
-    for (unsigned t = 0; t < depth; t++) slots_[t].buf = bufs_ + (size_t)t * cfg_.max_io_buf_bytes;
+    for (unsigned t = worker_, i = 0; t < depth; t += n, i++)
+      slots_[t].buf = bufs_ + (size_t)i * cfg_.max_io_buf_bytes;
   }
 
   if (wake_fd_ < 0) {
@@ -183,7 +188,8 @@ int Queue::setup(std::string &why) {
     ret = batch_setup(why);
     if (ret < 0) return ret;
   } else {
-    for (unsigned t = 0; t < depth; t++) queue_fetch(t, false, 0);
+    // With per-I/O daemons the first FETCH of a tag makes this thread its server.
+    for (unsigned t = worker_; t < depth; t += cfg_.threads_per_queue) queue_fetch(t, false, 0);
   }
   ret = io_uring_submit(&ring_);
   if (ret < 0) {

@@ -43,6 +43,13 @@ struct DeviceConfig {
   // UBLK_F_BATCH_IO: tags delivered and committed in batches (PREP / FETCH / COMMIT_IO_CMDS)
   // instead of one FETCH / COMMIT_AND_FETCH per tag. Orthogonal to the data mode.
   bool batch = false;
+  // Threads (each with its own ring) serving one queue, tags split between them: thread w owns
+  // tags w, w + n, w + 2n... Needs per-I/O daemons (UBLK_F_PER_IO_DAEMON, Linux 6.16): before
+  // that, every command of a queue had to come from one task. Lets the work of one queue (for a
+  // loop disk on a RAM-backed file, mostly the kernel copying the data) use more than one CPU
+  // even when the block layer sends all I/O to one queue. Not with batch (the kernel drops
+  // PER_IO_DAEMON there: a batch command carries tags of the whole queue).
+  unsigned threads_per_queue = 1;
   void *target_data = nullptr;  // the target's device-wide state: made by init, freed by deinit
 };
 
@@ -93,7 +100,8 @@ struct IoSlot {
 
 class Queue {
  public:
-  Queue(const DeviceConfig &cfg, unsigned q_id);
+  // `worker` of cfg.threads_per_queue: which share of the queue's tags this thread serves.
+  Queue(const DeviceConfig &cfg, unsigned q_id, unsigned worker = 0);
   ~Queue();
   Queue(const Queue &) = delete;
   Queue &operator=(const Queue &) = delete;
@@ -108,6 +116,7 @@ class Queue {
   void join();
 
   unsigned id() const { return q_id_; }
+  unsigned worker() const { return worker_; }
   int tid() const { return tid_.load(); }
   const QueueCounters &counters() const { return counters_; }
 
@@ -155,6 +164,7 @@ class Queue {
 
   DeviceConfig cfg_;
   unsigned q_id_;
+  unsigned worker_;  // this thread's tags: worker_, worker_ + threads_per_queue, ...
   unsigned cqes_per_pass_;  // completions per loop pass before the next submit
   std::thread thread_;
   std::atomic<int> tid_{0};

@@ -72,6 +72,7 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
       return;
     }
     cfg.batch = flag("batchIo", false);
+    cfg.threads_per_queue = num("threadsPerQueue", 1);
     std::string target = str("target");
     cfg.target = find_target(target);
     if (!cfg.target) {
@@ -81,6 +82,10 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     if (cfg.nr_queues < 1 || cfg.nr_queues > kMaxNrQueues || cfg.depth < 1 || cfg.depth > kMaxQueueDepth ||
         cfg.max_io_buf_bytes < 4096 || cfg.max_io_buf_bytes > (1u << kIoBufBits)) {
       Napi::RangeError::New(env, "queues, depth or max I/O size out of range").ThrowAsJavaScriptException();
+      return;
+    }
+    if (cfg.threads_per_queue < 1 || cfg.threads_per_queue > cfg.depth || (cfg.batch && cfg.threads_per_queue > 1)) {
+      Napi::RangeError::New(env, "threadsPerQueue must be 1..depth, and 1 with batchIo").ThrowAsJavaScriptException();
       return;
     }
     TargetOpts topts;
@@ -214,36 +219,44 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     NativeServer *owner_;
   };
 
+  // One entry per queue; a queue served by several threads reports the sum of their counters.
   Napi::Value Stats(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     const auto &qs = device_->queues();
-    Napi::Array out = Napi::Array::New(env, qs.size());
-    for (size_t i = 0; i < qs.size(); i++) {
-      const QueueCounters &c = qs[i]->counters();
+    const unsigned per_queue = device_->config().threads_per_queue;
+    const size_t nq = qs.size() / per_queue;
+    Napi::Array out = Napi::Array::New(env, nq);
+    auto sum = [&](size_t first, auto field) {
+      double v = 0;
+      for (size_t w = 0; w < per_queue; w++) v += (double)field(qs[first + w]->counters()).load(std::memory_order_relaxed);
+      return v;
+    };
+    for (size_t i = 0; i < nq; i++) {
+      const size_t first = i * per_queue;  // Device::start creates a queue's threads together
       Napi::Object o = Napi::Object::New(env);
-      o.Set("queueId", qs[i]->id());
-      o.Set("tid", qs[i]->tid());
+      o.Set("queueId", qs[first]->id());
+      o.Set("tid", qs[first]->tid());
       Napi::Object ops = Napi::Object::New(env), bytes = Napi::Object::New(env), errors = Napi::Object::New(env);
       for (unsigned k = 0; k < kNumStatOps; k++) {
-        ops.Set(stat_op_name(k), (double)c.ops[k].load(std::memory_order_relaxed));
-        bytes.Set(stat_op_name(k), (double)c.bytes[k].load(std::memory_order_relaxed));
-        errors.Set(stat_op_name(k), (double)c.errors[k].load(std::memory_order_relaxed));
+        ops.Set(stat_op_name(k), sum(first, [k](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.ops[k]; }));
+        bytes.Set(stat_op_name(k), sum(first, [k](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.bytes[k]; }));
+        errors.Set(stat_op_name(k), sum(first, [k](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.errors[k]; }));
       }
       o.Set("ops", ops);
       o.Set("bytes", bytes);
       o.Set("errors", errors);
-      o.Set("inflight", (double)c.inflight.load(std::memory_order_relaxed));
+      o.Set("inflight", sum(first, [](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.inflight; }));
       Napi::Array bounds = Napi::Array::New(env, kNumLatencyBuckets);
       Napi::Array counts = Napi::Array::New(env, kNumLatencyBuckets);
       for (unsigned b = 0; b < kNumLatencyBuckets; b++) {
         bounds.Set(b, b + 1 < kNumLatencyBuckets ? Napi::Number::New(env, kLatencyBuckets[b])
                                                  : Napi::Number::New(env, INFINITY));
-        counts.Set(b, (double)c.latency[b].load(std::memory_order_relaxed));
+        counts.Set(b, sum(first, [b](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.latency[b]; }));
       }
       o.Set("latencyBucketsUs", bounds);
       o.Set("latencyCounts", counts);
-      o.Set("latencySumUs", (double)c.latency_sum_us.load(std::memory_order_relaxed));
-      o.Set("jsCalls", (double)c.js_calls.load(std::memory_order_relaxed));
+      o.Set("latencySumUs", sum(first, [](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.latency_sum_us; }));
+      o.Set("jsCalls", sum(first, [](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.js_calls; }));
       out.Set(i, o);
     }
     return out;

@@ -90,6 +90,8 @@ export interface ServeOptions {
   mode: DataMode;
   /** UBLK_F_BATCH_IO was negotiated: PREP / FETCH / COMMIT_IO_CMDS instead of per-tag commands */
   batchIo?: boolean;
+  /** threads per queue, the queue's tags split between them (needs UBLK_F_PER_IO_DAEMON); default 1 */
+  threadsPerQueue?: number;
   target: TargetKind;
   /** loop: the backing file or block device */
   backingPath?: string;

@@ -1,12 +1,13 @@
 // Every data path keeps data intact: fio writes with crc32c verification through each mode
 // (copy, user copy, zero copy auto and explicit), with 1 and 4 queues, at queue depths 1 and 64;
 // then a fresh device on the same file reads back exactly the backing file's bytes. Each data mode
-// again with batch I/O (--batch-io).
+// again with batch I/O (--batch-io), and with several threads per queue (--threads-per-queue).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireKernel } from './kernel-gate';
 import * as fs from 'node:fs';
 import { addDevice, cli, delAll, delDevice, fio, makeBacking, sh, sha256File, shResult, trace, verifyJobs } from './helpers';
+import { queueThreads, threadCpuTicks } from './threads';
 
 const DISK_MIB = 64;
 
@@ -43,6 +44,52 @@ describe('loop, batch I/O (--batch-io)', () => {
       }
     });
   }
+});
+
+// Several threads per queue (UBLK_F_PER_IO_DAEMON): each thread fetches, serves and commits its
+// own share of every queue's tags on its own ring. Three threads for a depth of 64 also splits the
+// tags unevenly (22, 21, 21).
+describe('loop, several threads per queue (--threads-per-queue)', () => {
+  for (const mode of MODES) {
+    test(`${mode.name}, 2 queues × 3 threads: fio crc32c verify`, () => {
+      const file = makeBacking('verify-threads.img', DISK_MIB);
+      const id = addDevice(['-t', 'loop', '-f', file, '-q', '2', '-d', '64', '--threads-per-queue', '3', ...mode.args]);
+      try {
+        const names = queueThreads(id).map((t) => t.name).sort();
+        assert.deepEqual(names, [0, 1].flatMap((q) => [0, 1, 2].map((w) => `ublk${id}-q${q}.${w}`)));
+        fioVerify(id);
+      } finally {
+        delDevice(id);
+      }
+    });
+  }
+
+  test('zero copy, 1 queue × 2 threads: both threads serve I/O; list shows one queue', async () => {
+    const file = makeBacking('threads-balance.img', DISK_MIB);
+    const id = addDevice(['-t', 'loop', '-f', file, '-z', '--threads-per-queue', '2']);
+    try {
+      const before = threadCpuTicks(id);
+      const out = fio(`/dev/ublkb${id}`, [
+        { name: 'rr', rw: 'randread', bs: '4k', iodepth: 32, extra: { time_based: 1, runtime: 4 } },
+      ]);
+      const ios = out.jobs[0].read.total_ios as number;
+      assert.ok(ios > 1000, `fio did only ${ios} reads`);
+      const after = threadCpuTicks(id);
+      const used = [...after].map(([name, t]) => [name, t - (before.get(name) ?? 0)] as const);
+      assert.equal(used.length, 2, `threads: ${JSON.stringify(used)}`);
+      const total = used.reduce((n, [, t]) => n + t, 0);
+      // blk-mq hands out tags in turn, and the tags alternate between the threads
+      for (const [name, t] of used) assert.ok(t >= total / 5, `${name} used ${t} of ${total} ticks: ${JSON.stringify(used)}`);
+
+      // One queue in `list`, however many threads serve it.
+      const listed = JSON.parse(cli(['list', '-n', String(id), '--json']).stdout);
+      assert.match(JSON.stringify(listed), /PER_IO_DAEMON/);
+      const text = cli(['list', '-n', String(id)]).stdout;
+      assert.equal(text.match(/\tqueue \d+: tid/g)?.length, 1, text);
+    } finally {
+      delDevice(id);
+    }
+  });
 });
 
 for (const mode of MODES) {

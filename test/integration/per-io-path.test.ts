@@ -93,6 +93,7 @@ for (const mode of [
   { name: 'copy', args: [] },
   { name: 'user copy', args: ['--usercopy'] },
   { name: 'zero copy (auto), batch I/O', args: ['-z', '--batch-io'] },
+  { name: 'zero copy (auto), 2 threads per queue', args: ['-z', '--threads-per-queue', '2'] },
 ]) {
   test(`loop, ${mode.name}: no heap allocation in the queue threads across a fio run`, async () => {
     const so = path.join(workDir(), 'alloc-counter.so');

@@ -29,6 +29,7 @@ import {
   within,
 } from './fault-helpers';
 import type { DeviceServer } from '../../daemon/device-server';
+import { queueThreads } from './threads';
 
 const MNT = path.join(workDir(), 'rec-mnt');
 
@@ -165,16 +166,31 @@ test('-r 1 -e 1: while no server runs I/O fails at once (FAIL_IO); recover bring
   }
 });
 
+/** Names of this process's queue threads of device `id` (the in-process server's). */
+function ownQueueThreads(id: number): string[] {
+  const names: string[] = [];
+  for (const t of fs.readdirSync('/proc/self/task')) {
+    try {
+      names.push(fs.readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim());
+    } catch {
+      // a thread (a libuv worker, say) that ended meanwhile
+    }
+  }
+  return names.filter((n) => n.startsWith(`ublk${id}-q`)).sort();
+}
+
 // Batch I/O too: the recovered server prepares every tag again (PREP_IO_CMDS) and the waiting
-// request reaches it through the new multishot fetch.
-for (const variant of [
-  { name: '', raw: {} },
-  { name: ' (zero copy, batch I/O)', raw: { zerocopy: true, batchIo: true } },
-]) {
+// request reaches it through the new multishot fetch. And two threads per queue: the saved spec
+// brings them back (the device's flags do not say how many), each re-fetching its own tags.
+for (const [i, variant] of [
+  { name: '', raw: {}, threads: [] as string[] },
+  { name: ' (zero copy, batch I/O)', raw: { zerocopy: true, batchIo: true }, threads: [] },
+  { name: ' (zero copy, 2 threads per queue)', raw: { zerocopy: true, threadsPerQueue: '2' }, threads: ['q0.0', 'q0.1'] },
+].entries()) {
   test(`-r 1${variant.name}: I/O issued while the disk is QUIESCED waits, then completes after recover`, async () => {
     const store = inProcessStore();
     const file = makeBacking('rec-quiesce.img', 16);
-    const tag = variant.name ? '-b' : '';
+    const tag = `-${i}`;
     const pat = path.join(workDir(), `rec-pattern-q${tag}`);
     const out = path.join(workDir(), `rec-q${tag}.out`);
     sh(`dd if=/dev/urandom of=${pat} bs=64k count=1 status=none`);
@@ -191,6 +207,7 @@ for (const variant of [
       await sleep(2000);
       assert.ok(!done, 'a read completed while the disk was QUIESCED');
       ds2 = await recoverInProcess(id, store);
+      if (variant.threads.length) assert.deepEqual(ownQueueThreads(id), variant.threads.map((t) => `ublk${id}-${t}`));
       const r = await within(reader.done, 30_000);
       assert.ok(r, 'the waiting read did not complete within 30 s of recover');
       assert.equal(r!.code, 0, r!.stderr);
@@ -244,13 +261,21 @@ test('recover refuses what it cannot do, and says why; the device is left as it 
   assertClean('after the refusals');
 });
 
-test('live upgrade (QUIESCE_DEV): `ublk-ts upgrade` twice under fio verify on a mounted ext4; no error, nothing lost, fsck clean', async (t) => {
+// Also with batch I/O and with two threads per queue: the new server must come up the way the
+// old one was added (batch from the device's flags, threads from the saved spec).
+for (const up of [
+  { name: '', args: [] as string[], bit: 12n, needs: 'UBLK_F_QUIESCE (Linux 6.16+)' },
+  { name: ', batch I/O', args: ['--batch-io'], bit: 15n, needs: 'UBLK_F_BATCH_IO (Linux 7.0+)' },
+  { name: ', 2 threads per queue', args: ['--threads-per-queue', '2'], bit: 13n, needs: 'UBLK_F_PER_IO_DAEMON (Linux 6.16+)' },
+]) test(`live upgrade (QUIESCE_DEV${up.name}): \`ublk-ts upgrade\` twice under fio verify on a mounted ext4; no error, nothing lost, fsck clean`, async (t) => {
   const feats = BigInt(JSON.parse(cli(['features', '--json']).stdout).features ?? 0);
-  if (!(feats & (1n << 12n))) {
-    t.skip('this kernel has no UBLK_F_QUIESCE (Linux 6.16+)');
-    return;
+  for (const [bit, needs] of [[12n, 'UBLK_F_QUIESCE (Linux 6.16+)'], [up.bit, up.needs]] as const) {
+    if (!(feats & (1n << bit))) {
+      t.skip(`this kernel has no ${needs}`);
+      return;
+    }
   }
-  const id = addDevice(['-t', 'loop', '-f', makeBacking('upg-fs.img', 128), '-r', '1', '-i', '1', '-z']);
+  const id = addDevice(['-t', 'loop', '-f', makeBacking('upg-fs.img', 128), '-r', '1', '-i', '1', '-z', ...up.args]);
   const mnt = path.join(workDir(), 'upg-mnt');
   fs.mkdirSync(mnt, { recursive: true });
   sh(`mkfs.ext4 -q -F /dev/ublkb${id} && mount /dev/ublkb${id} ${mnt}`);
@@ -270,6 +295,9 @@ test('live upgrade (QUIESCE_DEV): `ublk-ts upgrade` twice under fio verify on a 
       assert.notEqual(pid, old, 'the same server still runs the disk');
       assert.ok(!processAlive(old), `the old server ${old} is still running`);
       assert.ok(processAlive(pid));
+      if (up.args.includes('--threads-per-queue')) {
+        assert.deepEqual(queueThreads(id).map((q) => q.name).sort(), [`ublk${id}-q0.0`, `ublk${id}-q0.1`]);
+      }
       assert.equal(await kernelState(id), STATE.LIVE);
       await waitForIo(id, 500, 120_000);
       assert.ok(!f.exited(), `round ${round}: fio ended during the upgrade`);

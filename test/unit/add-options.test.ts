@@ -27,6 +27,7 @@ test('defaults', () => {
     zeroCopy: 'off',
     userCopy: false,
     batchIo: false,
+    threadsPerQueue: 1,
     bufferedIo: false,
     offsetSectors: 0,
     recovery: false,
@@ -72,6 +73,25 @@ test('a full loop spec; relative file made absolute', () => {
   assert.equal(s.recovery, true);
   assert.equal(s.recoveryReissue, true);
   assert.equal(s.readOnly, true);
+});
+
+test('--threads-per-queue: 1 up to the depth (at most 64), not with --batch-io', () => {
+  assert.equal(validateAddOptions({ type: 'null', threadsPerQueue: '2' }, env).threadsPerQueue, 2);
+  assert.equal(validateAddOptions({ type: 'null', depth: '4', threadsPerQueue: 4 }, env).threadsPerQueue, 4);
+  assert.deepEqual(problems({ type: 'null', depth: '4', threadsPerQueue: '5' }), [
+    '--threads-per-queue must be a whole number from 1 to 4, not "5"',
+  ]);
+  assert.deepEqual(problems({ type: 'null', threadsPerQueue: '65' }), [
+    '--threads-per-queue must be a whole number from 1 to 64, not "65"',
+  ]);
+  assert.deepEqual(problems({ type: 'null', threadsPerQueue: '0' }), [
+    '--threads-per-queue must be a whole number from 1 to 64, not "0"',
+  ]);
+  assert.deepEqual(problems({ type: 'null', threadsPerQueue: '2', batchIo: true }), [
+    '--threads-per-queue above 1 cannot be used with --batch-io',
+  ]);
+  // one thread and batch I/O go together
+  assert.equal(validateAddOptions({ type: 'null', threadsPerQueue: '1', batchIo: true }, env).batchIo, true);
 });
 
 test('numbers from a config file (JSON values) are accepted', () => {

@@ -98,6 +98,21 @@ test('--batch-io asks for BATCH_IO with any data mode, and names Linux 7.0 when 
   );
 });
 
+test('--threads-per-queue above 1 asks for PER_IO_DAEMON, and names Linux 6.16 when missing', () => {
+  assert.deepEqual(negotiateFlags(ALL, { ...base, zeroCopy: 'auto', threadsPerQueue: 2 }), {
+    flags: UBLK_F.CMD_IOCTL_ENCODE | UBLK_F.SUPPORT_ZERO_COPY | UBLK_F.AUTO_BUF_REG | UBLK_F.PER_IO_DAEMON,
+    mode: 'zc_auto',
+  });
+  // one thread per queue needs nothing new
+  assert.deepEqual(negotiateFlags((1n << 13n) - 1n, { ...base, threadsPerQueue: 1 }), { flags: UBLK_F.CMD_IOCTL_ENCODE, mode: 'copy' });
+  // a 6.15 kernel: everything below PER_IO_DAEMON
+  assert.throws(
+    () => negotiateFlags((1n << 13n) - 1n, { ...base, threadsPerQueue: 2 }),
+    (e: unknown) =>
+      e instanceof UblkError && /--threads-per-queue above 1 needs UBLK_F_PER_IO_DAEMON \(Linux 6\.16 or later\)/.test(e.message),
+  );
+});
+
 test('every missing feature is named', () => {
   assert.throws(
     () => negotiateFlags(0n, { ...base, zeroCopy: 'auto', recovery: true, recoveryReissue: true }),

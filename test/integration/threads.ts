@@ -1,0 +1,42 @@
+// The queue threads of a device's server, read from /proc: names (ublkN-qQ, or ublkN-qQ.W with
+// several threads per queue) and CPU time.
+import * as fs from 'node:fs';
+import { cli } from './helpers';
+
+/** The pid serving device `id`, from `list --json` (the kernel's daemon pid). */
+export function serverPid(id: number): number {
+  const listed = JSON.parse(cli(['list', '-n', String(id), '--json']).stdout);
+  const text = JSON.stringify(listed);
+  const pid = Number(/"daemon_pid"\s*:\s*(\d+)/.exec(text)?.[1]);
+  if (!(pid > 1)) throw new Error(`no daemon_pid in list --json: ${text}`);
+  return pid;
+}
+
+/** The threads of device `id`'s server whose name says they serve one of its queues. */
+export function queueThreads(id: number): Array<{ tid: number; name: string }> {
+  const pid = serverPid(id);
+  const out: Array<{ tid: number; name: string }> = [];
+  for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+    let name: string;
+    try {
+      name = fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim();
+    } catch {
+      continue; // a thread that ended meanwhile (queue threads live as long as the device)
+    }
+    if (name.startsWith(`ublk${id}-q`)) out.push({ tid: Number(t), name });
+  }
+  return out;
+}
+
+/** utime + stime, in clock ticks, of each queue thread of device `id`, by thread name. */
+export function threadCpuTicks(id: number): Map<string, number> {
+  const pid = serverPid(id);
+  const out = new Map<string, number>();
+  for (const { tid, name } of queueThreads(id)) {
+    const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    // fields after the ")" closing the name: state is field 3, utime 14, stime 15
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    out.set(name, Number(f[11]) + Number(f[12]));
+  }
+  return out;
+}
