@@ -5,13 +5,33 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ROWS, JOBS, CHECKS, BASELINE, METRIC_LABEL as metricOf } from './jobs.mjs';
 
+const median = (v) => {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/**
+ * `a` ÷ `b` in `metric`. With several rounds and res.config.ratios 'per-round': the median of the
+ * rounds' own ratios. The host's speed drifts (the same job on the same row moved 2x within minutes
+ * on a shared host, 2026-12-02), while the rows of one round run back to back, so a round's ratio
+ * carries less of the drift than the medians of all rounds divided. Older results divide medians.
+ */
+function ratio(res, a, b, metric) {
+  const byRound = new Map((b.rounds ?? []).filter((r) => ok(r) && r[metric] > 0).map((r) => [r.round, r[metric]]));
+  if (res.config.ratios === 'per-round' && byRound.size) {
+    const rs = (a.rounds ?? []).filter((r) => ok(r) && byRound.has(r.round)).map((r) => r[metric] / byRound.get(r.round));
+    if (rs.length) return median(rs);
+  }
+  return a[metric] / b[metric];
+}
+
 /** Adds ratios and checks to a result (in place) and returns it. */
 export function analyse(res) {
   const base = res.rows[BASELINE];
   for (const row of Object.values(res.rows)) {
     for (const [jn, rec] of Object.entries(row.jobs || {})) {
       const b = base?.jobs?.[jn];
-      rec.ratio_vs_loop = ok(rec) && ok(b) && b.iops > 0 ? rec.iops / b.iops : null;
+      rec.ratio_vs_loop = ok(rec) && ok(b) && b.iops > 0 ? ratio(res, rec, b, 'iops') : null;
     }
   }
   // A check against an opt-in row (it only runs when asked for) is left out when that row did not
@@ -25,7 +45,7 @@ export function analyse(res) {
       out.status = 'n/a';
       out.why = `${!ok(a) ? c.row : c.ref} ${c.job} not measured`;
     } else {
-      out.value = a[c.metric] / r[c.metric];
+      out.value = ratio(res, a, r, c.metric);
       out.status = out.value >= c.min ? 'PASS' : 'FAIL';
     }
     return out;
@@ -108,7 +128,7 @@ export function markdown(res) {
   L.push(`- host CPU: ${res.host.cpu_model} (${res.host.cpus} CPUs), host kernel ${res.host.kernel}`);
   L.push(`- ${g.fio}, node ${g.node}, ${g.losetup}; ${g.ublk_features}`);
   L.push(`- backing file: ${res.backing.bytes / 1048576} MiB of random data (${res.backing.fill}) on the guest's ${res.backing.fs} ${res.backing.path}; raw-file, kernel-loop and the ublk loop rows all use it; null rows are ${res.backing.bytes / 1048576} MiB too`);
-  L.push(`- fio: \`fio ${res.fio_args}\` (runtime ${res.config.runtime} s after ${res.config.ramp} s ramp)${res.config.rounds > 1 ? `; every row × job ran ${res.config.rounds} times, interleaved (odd rounds in reverse row order): the tables show medians` : ''}`);
+  L.push(`- fio: \`fio ${res.fio_args}\` (runtime ${res.config.runtime} s after ${res.config.ramp} s ramp)${res.config.rounds > 1 ? `; every row × job ran ${res.config.rounds} times, interleaved (odd rounds in reverse row order): the tables show medians${res.config.ratios === 'per-round' ? ', and every ratio (× loop, checks) is the median of the rounds\' own ratios (a row ÷ its reference in the same round)' : ''}` : ''}`);
   const anyU = rowNames(res).map((n) => res.rows[n]).find((r) => r.info?.queue_depth);
   if (anyU) L.push(`- ublk devices: ${anyU.info.nr_hw_queues} queue, depth ${anyU.info.queue_depth}, max request ${anyU.info.max_rq_size} B (CLI defaults)`);
   L.push('- server CPU µs/IO: Δ(utime+stime) summed over /proc/PID/task/*/stat of the server process across the fio run, ÷ I/Os the ublk disk saw in that window (/sys/block/ublkbN/stat completions + merges, ramp included)');

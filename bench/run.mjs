@@ -47,7 +47,9 @@ const backingFs = (dir) => {
 const result = {
   schema: 1,
   started: new Date().toISOString(),
-  config: { runtime: cfg.runtime, ramp: cfg.ramp, rounds: Math.max(1, cfg.rounds || 1), rows: cfg.rows, jobs: cfg.jobs, fileSize: cfg.fileSize },
+  // ratios: 'per-round' = each ratio is the median over rounds of that round's row ÷ that round's
+  // reference (bench/report.mjs); results without it (before 2026-12-02 s7) divided the medians.
+  config: { runtime: cfg.runtime, ramp: cfg.ramp, rounds: Math.max(1, cfg.rounds || 1), rows: cfg.rows, jobs: cfg.jobs, fileSize: cfg.fileSize, ratios: 'per-round' },
   guest: {},
   fio_args: null,
   backing: {},
@@ -211,8 +213,10 @@ function runJob(job, target, server) {
       for (const [tid, { ticks, comm }] of Object.entries(after)) {
         const d = ticks - (before?.[tid]?.ticks ?? 0);
         tot += d;
-        if (server.tids.includes(Number(tid))) q += d;
-        const k = server.tids.includes(Number(tid)) ? `queue:${comm}` : Number(tid) === server.pid ? `main:${comm}` : comm.replace(/\d+$/, 'N');
+        // `list` gives one tid per queue; more threads of a queue (--threads-per-queue) by name
+        const isQueue = server.tids.includes(Number(tid)) || /^ublk\d+-q\d+\.\d+$/.test(comm);
+        if (isQueue) q += d;
+        const k = isQueue ? `queue:${comm}` : Number(tid) === server.pid ? `main:${comm}` : comm.replace(/\d+$/, 'N');
         if (d) byName[k] = +((byName[k] ?? 0) + d / CLK_TCK).toFixed(2);
       }
       rec.srv_cpu_by_thread = byName;
