@@ -88,6 +88,7 @@ test('checkUpgradable: a LIVE -r 1 disk with QUIESCE only, each refusal says why
   assert.throws(() => checkUpgradable(info(2, ok)), { message: 'device 3 is QUIESCED, not LIVE: its server is gone, use `ublk-ts recover -n 3`' });
   assert.throws(() => checkUpgradable(info(0, ok)), { message: 'device 3 is DEAD, not LIVE' });
   assert.throws(() => checkUpgradable(info(1, UBLK_F.USER_RECOVERY)), /added without UBLK_F_QUIESCE .*Linux 6\.16/);
+  assert.throws(() => checkUpgradable(info(1, ok | UBLK_F.BATCH_IO)), /uses batch I\/O \(--batch-io\): the kernel fails the I\/O in flight/);
 });
 
 function upgradeDeps(t: ReturnType<typeof setup>, extra: Partial<UpgradeDeps> = {}): UpgradeDeps {
