@@ -212,6 +212,14 @@ for (const [i, variant] of [
       assert.ok(r, 'the waiting read did not complete within 30 s of recover');
       assert.equal(r!.code, 0, r!.stderr);
       sh(`cmp ${pat} ${out}`);
+      if (variant.threads.length) {
+        // One statistics entry per queue, the sum of its threads: 64 reads at depth 1 take the
+        // tags in turn, so both threads serve some of them.
+        sh(`dd if=/dev/ublkb${id} of=/dev/null bs=4k count=64 iflag=direct status=none`);
+        const st = ds2.stats();
+        assert.equal(st.length, 1, JSON.stringify(st));
+        assert.ok(st[0].ops.read >= 65, `queue 0 counted ${st[0].ops.read} reads of the 65 issued`);
+      }
       await ds2.stop();
     } finally {
       await removeInProcess(id, ds, ds2);
