@@ -5,10 +5,11 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ROWS, JOBS, CHECKS, BASELINE, METRIC_LABEL as metricOf } from './jobs.mjs';
 
-const median = (v) => {
+/** The median of a non-empty list of numbers (also bench/run.mjs's, for the rounds' figures). */
+export function median(v) {
   const s = [...v].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+}
 
 /**
  * `a` ÷ `b` in `metric`. With several rounds and res.config.ratios 'per-round': the median of the

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ROWS, JOBS } from './jobs.mjs';
+import { median } from './report.mjs';
 
 // The product's own reading of ADD_DEV flags (compiled by `npm run build`, which `add` needs too).
 const { modeFromFlags } = createRequire(import.meta.url)('../dist/daemon/features.js');
@@ -392,9 +393,8 @@ function aggregate(list) {
   const ok = list.filter((r) => !r.error);
   if (!ok.length) return { ...list[list.length - 1], rounds: list };
   const med = (k) => {
-    const v = ok.map((r) => r[k]).filter((x) => typeof x === 'number').sort((a, b) => a - b);
-    if (!v.length) return undefined;
-    return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+    const v = ok.map((r) => r[k]).filter((x) => typeof x === 'number');
+    return v.length ? median(v) : undefined;
   };
   const mi = med('iops');
   const near = ok.reduce((a, b) => (Math.abs(b.iops - mi) < Math.abs(a.iops - mi) ? b : a));

@@ -226,37 +226,34 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     const unsigned per_queue = device_->config().threads_per_queue;
     const size_t nq = qs.size() / per_queue;
     Napi::Array out = Napi::Array::New(env, nq);
-    auto sum = [&](size_t first, auto field) {
-      double v = 0;
-      for (size_t w = 0; w < per_queue; w++) v += (double)field(qs[first + w]->counters()).load(std::memory_order_relaxed);
-      return v;
-    };
     for (size_t i = 0; i < nq; i++) {
       const size_t first = i * per_queue;  // Device::start creates a queue's threads together
+      CounterTotals c;
+      for (size_t w = 0; w < per_queue; w++) c.add(qs[first + w]->counters());
       Napi::Object o = Napi::Object::New(env);
       o.Set("queueId", qs[first]->id());
       o.Set("tid", qs[first]->tid());
       Napi::Object ops = Napi::Object::New(env), bytes = Napi::Object::New(env), errors = Napi::Object::New(env);
       for (unsigned k = 0; k < kNumStatOps; k++) {
-        ops.Set(stat_op_name(k), sum(first, [k](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.ops[k]; }));
-        bytes.Set(stat_op_name(k), sum(first, [k](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.bytes[k]; }));
-        errors.Set(stat_op_name(k), sum(first, [k](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.errors[k]; }));
+        ops.Set(stat_op_name(k), (double)c.ops[k]);
+        bytes.Set(stat_op_name(k), (double)c.bytes[k]);
+        errors.Set(stat_op_name(k), (double)c.errors[k]);
       }
       o.Set("ops", ops);
       o.Set("bytes", bytes);
       o.Set("errors", errors);
-      o.Set("inflight", sum(first, [](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.inflight; }));
+      o.Set("inflight", (double)c.inflight);
       Napi::Array bounds = Napi::Array::New(env, kNumLatencyBuckets);
       Napi::Array counts = Napi::Array::New(env, kNumLatencyBuckets);
       for (unsigned b = 0; b < kNumLatencyBuckets; b++) {
         bounds.Set(b, b + 1 < kNumLatencyBuckets ? Napi::Number::New(env, kLatencyBuckets[b])
                                                  : Napi::Number::New(env, INFINITY));
-        counts.Set(b, sum(first, [b](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.latency[b]; }));
+        counts.Set(b, (double)c.latency[b]);
       }
       o.Set("latencyBucketsUs", bounds);
       o.Set("latencyCounts", counts);
-      o.Set("latencySumUs", sum(first, [](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.latency_sum_us; }));
-      o.Set("jsCalls", sum(first, [](const QueueCounters &c) -> const std::atomic<uint64_t> & { return c.js_calls; }));
+      o.Set("latencySumUs", (double)c.latency_sum_us);
+      o.Set("jsCalls", (double)c.js_calls);
       out.Set(i, o);
     }
     return out;

@@ -46,6 +46,31 @@ struct QueueCounters {
   }
 };
 
+// Plain totals of one or more threads' counters, read when stats are asked for (a scrape): a queue
+// served by several threads (--threads-per-queue) reports the sum of its threads.
+struct CounterTotals {
+  uint64_t ops[kNumStatOps]{};
+  uint64_t bytes[kNumStatOps]{};
+  uint64_t errors[kNumStatOps]{};
+  uint64_t inflight = 0;
+  uint64_t latency[kNumLatencyBuckets]{};
+  uint64_t latency_sum_us = 0;
+  uint64_t js_calls = 0;
+
+  void add(const QueueCounters &c) {
+    auto get = [](const std::atomic<uint64_t> &a) { return a.load(std::memory_order_relaxed); };
+    for (unsigned k = 0; k < kNumStatOps; k++) {
+      ops[k] += get(c.ops[k]);
+      bytes[k] += get(c.bytes[k]);
+      errors[k] += get(c.errors[k]);
+    }
+    inflight += get(c.inflight);
+    for (unsigned b = 0; b < kNumLatencyBuckets; b++) latency[b] += get(c.latency[b]);
+    latency_sum_us += get(c.latency_sum_us);
+    js_calls += get(c.js_calls);
+  }
+};
+
 inline unsigned stat_index(unsigned ublk_op) {
   switch (ublk_op) {
     case 0: return kStatRead;

@@ -27,9 +27,11 @@ import {
   waitForIo,
   waitState,
   within,
+  type BackgroundFio,
+  type FioJobResult,
 } from './fault-helpers';
 import type { DeviceServer } from '../../daemon/device-server';
-import { queueThreads } from './threads';
+import { queueThreads, queueThreadsOf } from './threads';
 
 const MNT = path.join(workDir(), 'rec-mnt');
 
@@ -57,6 +59,36 @@ function fioArgs(job: Record<string, string | number>): string {
     .join(' ');
 }
 
+type VerifyJob = ReturnType<typeof verifyJob>;
+
+/**
+ * One full write + verify pass of `job` first (the final verify reads every block, and a block
+ * the interrupted loop never reached must hold an earlier pass's data, not zeros), then write +
+ * verify loops in the background, verifying every 512 blocks as they go, until stopped.
+ */
+function startVerifyLoop(job: VerifyJob): BackgroundFio {
+  const r = shResult(`fio --output-format=json --do_verify=1 ${fioArgs(job)}`, 600_000);
+  assert.equal(r.code, 0, `the first pass on ${job.name} failed:\n${r.stderr}`);
+  return fioBackground({ ...job, do_verify: 1, verify_backlog: 512, loops: 1000000, runtime: 1800 });
+}
+
+/** Stops a verify loop (SIGINT); it must have reported no error. Returns its jobs' figures. */
+async function stopVerifyLoop(f: BackgroundFio, job: VerifyJob): Promise<FioJobResult[]> {
+  process.kill(f.pid, 'SIGINT');
+  const r = await within(f.done, 120_000);
+  assert.ok(r, `fio ${job.name} did not stop within 120 s of SIGINT`);
+  const jobs = fioJobs(r!);
+  for (const j of jobs) assert.equal(j.error, 0, `fio ${j.name} reported error ${j.error}: ${r!.stderr}`);
+  return jobs;
+}
+
+/** The final verify: every block of `job`'s region, as last written. */
+function finalVerify(job: VerifyJob): void {
+  const r = shResult(`fio --verify_only=1 --output-format=json ${fioArgs(job)}`, 600_000);
+  assert.equal(r.code, 0, `final verify of ${job.name} failed:\n${r.stderr}`);
+  for (const j of fioJobs(r)) assert.equal(j.error, 0);
+}
+
 test('-r 1 -i 1: fio verify on the raw disk and on an ext4 file runs through 3 SIGKILL + recover cycles; nothing lost; fsck clean', async () => {
   const raw = addDevice(['-t', 'loop', '-f', makeBacking('rec-raw.img', 64), '-r', '1', '-i', '1', '-z']);
   const fsd = addDevice(['-t', 'loop', '-f', makeBacking('rec-fs.img', 128), '-r', '1', '-i', '1', '-q', '2']);
@@ -67,14 +99,7 @@ test('-r 1 -i 1: fio verify on the raw disk and on an ext4 file runs through 3 S
   fs.mkdirSync(MNT, { recursive: true });
   sh(`mkfs.ext4 -q -F /dev/ublkb${fsd} && mount /dev/ublkb${fsd} ${MNT}`);
   const jobs = [verifyJob('raw', `/dev/ublkb${raw}`), verifyJob('fs', path.join(MNT, 'verify.dat'))];
-  // One full pass first: the final verify reads every block, and a block the interrupted loop
-  // never reached must hold an earlier pass's data, not zeros.
-  for (const j of jobs) {
-    const r = shResult(`fio --output-format=json --do_verify=1 ${fioArgs(j)}`, 600_000);
-    assert.equal(r.code, 0, `the first pass on ${j.name} failed:\n${r.stderr}`);
-  }
-  // write + verify loops, verifying every 512 blocks as it goes, until stopped
-  const fios = jobs.map((j) => fioBackground({ ...j, do_verify: 1, verify_backlog: 512, loops: 1000000, runtime: 1800 }));
+  const fios = jobs.map((j) => startVerifyLoop(j));
   try {
     await Promise.all([waitForIo(raw, 1000, 120_000), waitForIo(fsd, 1000, 120_000)]);
     for (let cycle = 1; cycle <= 3; cycle++) {
@@ -105,21 +130,12 @@ test('-r 1 -i 1: fio verify on the raw disk and on an ext4 file runs through 3 S
     assert.notEqual(fs.readlinkSync(`/proc/${srv}/ns/mnt`), fs.readlinkSync('/proc/self/ns/mnt'));
     assert.doesNotMatch(fs.readFileSync(`/proc/${srv}/mountinfo`, 'utf8'), new RegExp(`ublkb${fsd}\\b`));
 
-    for (const f of fios) process.kill(f.pid, 'SIGINT');
     for (const [i, f] of fios.entries()) {
-      const r = await within(f.done, 120_000);
-      assert.ok(r, `fio ${jobs[i].name} did not stop within 120 s of SIGINT`);
-      for (const j of fioJobs(r!)) {
-        assert.equal(j.error, 0, `fio ${j.name} reported error ${j.error}: ${r!.stderr}`);
+      for (const j of await stopVerifyLoop(f, jobs[i])) {
         assert.ok(j.writeBytes > 0 && j.readBytes > 0, `fio ${j.name} wrote ${j.writeBytes} and verified ${j.readBytes} bytes`);
       }
     }
-    // the final verify: every block of both regions, as last written
-    for (const j of jobs) {
-      const r = shResult(`fio --verify_only=1 --output-format=json ${fioArgs(j)}`, 600_000);
-      assert.equal(r.code, 0, `final verify of ${j.name} failed:\n${r.stderr}`);
-      for (const job of fioJobs(r)) assert.equal(job.error, 0);
-    }
+    for (const j of jobs) finalVerify(j);
 
     assert.match(fs.readFileSync('/proc/self/mounts', 'utf8'), new RegExp(`^/dev/ublkb${fsd} ${MNT} ext4 rw`, 'm'), 'the filesystem is no longer mounted rw');
     sh(`umount ${MNT}`);
@@ -139,9 +155,7 @@ test('-r 1 -i 1: fio verify on the raw disk and on an ext4 file runs through 3 S
 test('-r 1 -i 1 --batch-io: fio verify on the raw disk runs through 2 SIGKILL + recover cycles; nothing lost', async () => {
   const raw = addDevice(['-t', 'loop', '-f', makeBacking('rec-batch.img', 64), '-r', '1', '-i', '1', '-z', '--batch-io']);
   const job = verifyJob('raw', `/dev/ublkb${raw}`);
-  const first = shResult(`fio --output-format=json --do_verify=1 ${fioArgs(job)}`, 600_000);
-  assert.equal(first.code, 0, first.stderr);
-  const f = fioBackground({ ...job, do_verify: 1, verify_backlog: 512, loops: 1000000, runtime: 1800 });
+  const f = startVerifyLoop(job);
   try {
     await waitForIo(raw, 1000, 120_000);
     for (let cycle = 1; cycle <= 2; cycle++) {
@@ -154,12 +168,8 @@ test('-r 1 -i 1 --batch-io: fio verify on the raw disk runs through 2 SIGKILL + 
       await waitForIo(raw, 500, 120_000);
       assert.ok(!f.exited(), `cycle ${cycle}: fio ended after recovery`);
     }
-    process.kill(f.pid, 'SIGINT');
-    const r = await within(f.done, 120_000);
-    assert.ok(r, 'fio did not stop within 120 s of SIGINT');
-    for (const j of fioJobs(r!)) assert.equal(j.error, 0, `fio reported error ${j.error}: ${r!.stderr}`);
-    const v = shResult(`fio --verify_only=1 --output-format=json ${fioArgs(job)}`, 600_000);
-    assert.equal(v.code, 0, `final verify failed:\n${v.stderr}`);
+    await stopVerifyLoop(f, job);
+    finalVerify(job);
     delDevice(raw);
   } finally {
     if (!f.exited()) process.kill(f.pid, 'SIGKILL');
@@ -199,19 +209,6 @@ test('-r 1 -e 1: while no server runs I/O fails at once (FAIL_IO); recover bring
   }
 });
 
-/** Names of this process's queue threads of device `id` (the in-process server's). */
-function ownQueueThreads(id: number): string[] {
-  const names: string[] = [];
-  for (const t of fs.readdirSync('/proc/self/task')) {
-    try {
-      names.push(fs.readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim());
-    } catch {
-      // a thread (a libuv worker, say) that ended meanwhile
-    }
-  }
-  return names.filter((n) => n.startsWith(`ublk${id}-q`)).sort();
-}
-
 // Batch I/O too: the recovered server prepares every tag again (PREP_IO_CMDS) and the waiting
 // request reaches it through the new multishot fetch. And two threads per queue: the saved spec
 // brings them back (the device's flags do not say how many), each re-fetching its own tags.
@@ -240,7 +237,7 @@ for (const [i, variant] of [
       await sleep(2000);
       assert.ok(!done, 'a read completed while the disk was QUIESCED');
       ds2 = await recoverInProcess(id, store);
-      if (variant.threads.length) assert.deepEqual(ownQueueThreads(id), variant.threads.map((t) => `ublk${id}-${t}`));
+      if (variant.threads.length) assert.deepEqual(queueThreadsOf(process.pid, id).map((t) => t.name).sort(), variant.threads.map((t) => `ublk${id}-${t}`));
       const r = await within(reader.done, 30_000);
       assert.ok(r, 'the waiting read did not complete within 30 s of recover');
       assert.equal(r!.code, 0, r!.stderr);
@@ -320,9 +317,7 @@ for (const up of [
   fs.mkdirSync(mnt, { recursive: true });
   sh(`mkfs.ext4 -q -F /dev/ublkb${id} && mount /dev/ublkb${id} ${mnt}`);
   const job = verifyJob('upg', path.join(mnt, 'verify.dat'));
-  const first = shResult(`fio --output-format=json --do_verify=1 ${fioArgs(job)}`, 600_000);
-  assert.equal(first.code, 0, first.stderr);
-  const f = fioBackground({ ...job, do_verify: 1, verify_backlog: 512, loops: 1000000, runtime: 1800 });
+  const f = startVerifyLoop(job);
   try {
     await waitForIo(id, 1000, 120_000);
     for (let round = 1; round <= 2; round++) {
@@ -342,12 +337,8 @@ for (const up of [
       await waitForIo(id, 500, 120_000);
       assert.ok(!f.exited(), `round ${round}: fio ended during the upgrade`);
     }
-    process.kill(f.pid, 'SIGINT');
-    const r = await within(f.done, 120_000);
-    assert.ok(r, 'fio did not stop within 120 s of SIGINT');
-    for (const j of fioJobs(r!)) assert.equal(j.error, 0, `fio reported error ${j.error}: ${r!.stderr}`);
-    const v = shResult(`fio --verify_only=1 --output-format=json ${fioArgs(job)}`, 600_000);
-    assert.equal(v.code, 0, `final verify failed:\n${v.stderr}`);
+    await stopVerifyLoop(f, job);
+    finalVerify(job);
     assert.match(fs.readFileSync('/proc/self/mounts', 'utf8'), new RegExp(`^/dev/ublkb${id} ${mnt} ext4 rw`, 'm'));
     sh(`umount ${mnt}`);
     sh(`fsck.ext4 -fn /dev/ublkb${id}`);

@@ -14,14 +14,18 @@ export function serverPid(id: number): number {
 
 /** The threads of device `id`'s server whose name says they serve one of its queues. */
 export function queueThreads(id: number): Array<{ tid: number; name: string }> {
-  const pid = serverPid(id);
+  return queueThreadsOf(serverPid(id), id);
+}
+
+/** The threads of process `pid` serving a queue of device `id` (an in-process server: process.pid). */
+export function queueThreadsOf(pid: number, id: number): Array<{ tid: number; name: string }> {
   const out: Array<{ tid: number; name: string }> = [];
   for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
     let name: string;
     try {
       name = fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim();
     } catch {
-      continue; // a thread that ended meanwhile (queue threads live as long as the device)
+      continue; // a thread that ended meanwhile (a libuv worker, say)
     }
     if (name.startsWith(`ublk${id}-q`)) out.push({ tid: Number(t), name });
   }
