@@ -10,6 +10,7 @@
         "native/queue.cc",
         "native/queue_batch.cc",
         "native/device.cc",
+        "native/affinity.cc",
         "native/server_bindings.cc",
         "native/target_loop.cc",
         "native/target_null.cc",

@@ -17,6 +17,8 @@ export const ROWS = [
   { name: 'ublk-loop-zc-batch', kind: 'ublk', cli: ['-t', 'loop', '-f', '@FILE', '-z', '--batch-io'], mode: 'zc_auto' },
   // Two threads serving the one queue, its tags split between them (UBLK_F_PER_IO_DAEMON, 6.16).
   { name: 'ublk-loop-zc-2t', kind: 'ublk', cli: ['-t', 'loop', '-f', '@FILE', '-z', '--threads-per-queue', '2'], mode: 'zc_auto' },
+  // The queue thread left to the scheduler (--affinity none) instead of bound to one CPU (default).
+  { name: 'ublk-loop-zc-unbound', kind: 'ublk', cli: ['-t', 'loop', '-f', '@FILE', '-z', '--affinity', 'none'], mode: 'zc_auto' },
   { name: 'ublk-null', kind: 'ublk', cli: ['-t', 'null', '--size', '@SIZE'], mode: 'copy' },
   { name: 'ublk-null-zc', kind: 'ublk', cli: ['-t', 'null', '-z', '--size', '@SIZE'], mode: ['zc_auto', 'zc_explicit'] },
   // The reference C server, for the "at least what ublksrv reached": only with

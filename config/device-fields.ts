@@ -3,7 +3,7 @@
 // new add option. The JSON Schema (schema.ts) and the loader's type checks (load-config.ts) are
 // both built from this table; the value checks are add-options' own validateAddOptions.
 
-import { ADD_OPTIONS, LIMITS, type AddOptionKey, type RawAddOptions } from '../daemon/add-options';
+import { ADD_OPTIONS, LIMITS, QUEUE_AFFINITIES, type AddOptionKey, type RawAddOptions } from '../daemon/add-options';
 
 /** JSON types a field accepts. `bytes`: a whole number, or a string with a K/M/G/T suffix. */
 export type FieldType = 'string' | 'integer' | 'boolean' | 'bytes' | 'zeroCopy';
@@ -33,6 +33,7 @@ export const DEVICE_FIELDS: Readonly<Record<Exclude<AddOptionKey, 'foreground' |
   usercopy: { name: 'userCopy', type: 'boolean' },
   batchIo: { name: 'batchIo', type: 'boolean' },
   threadsPerQueue: { name: 'threadsPerQueue', type: 'integer', minimum: 1, maximum: LIMITS.maxThreadsPerQueue },
+  affinity: { name: 'affinity', type: 'string', enum: QUEUE_AFFINITIES },
   maxIoBufBytes: { name: 'maxIoBufBytes', type: 'bytes' },
   bufferedIo: { name: 'bufferedIo', type: 'boolean' },
   offset: { name: 'offset', type: 'integer', minimum: 0 },

@@ -247,6 +247,7 @@ export class DeviceServer {
       batchIo: (info.flags & UBLK_F.BATCH_IO) !== 0n,
       // From the spec (add's, or the one saved for recover): the device's flags do not say it.
       threadsPerQueue: spec.threadsPerQueue ?? 1,
+      affinity: spec.affinity ?? DEFAULTS.affinity,
     };
     const server = this.binding.createServer(opts);
     this.server = server;

@@ -114,6 +114,9 @@ export function deviceJson(e: ListEntry): Record<string, unknown> {
           return { qid: q, tid: qv.tid, affinity: qv.affinity ?? null };
         })
       : null,
+    // threads serving each queue (--threads-per-queue; `tid` above is the first of them): the
+    // text layout is ublksrv's and has no place for it
+    threads_per_queue: e.state ? (e.state.spec.threadsPerQueue ?? 1) : null,
     target: targetJson(e) ?? null,
     managed: e.state !== undefined,
   };

@@ -49,6 +49,7 @@ export function specToRaw(spec: AddSpec): RawAddOptions {
   if (spec.userCopy) raw.usercopy = true;
   if (spec.batchIo) raw.batchIo = true;
   if (spec.threadsPerQueue !== undefined && spec.threadsPerQueue !== 1) raw.threadsPerQueue = spec.threadsPerQueue;
+  if (spec.affinity !== undefined) raw.affinity = spec.affinity;
   if (spec.file !== undefined) raw.file = spec.file;
   if (spec.bufferedIo) raw.bufferedIo = true;
   if (spec.offsetSectors !== 0) raw.offset = spec.offsetSectors;

@@ -110,6 +110,14 @@ int ctrl_get_dev_info(__u32 dev_id, ctrl_dev_info *info) {
   return send(kCmdGetDevInfo, c);
 }
 
+int ctrl_get_queue_affinity(__u32 dev_id, unsigned q_id, cpu_set_t *cpus) {
+  ctrl_cmd c = cmd_for(dev_id);
+  c.data[0] = q_id;
+  c.addr = (__u64)(uintptr_t)cpus;
+  c.len = sizeof(*cpus);  // the kernel copies min(len, its cpumask size)
+  return send(kCmdGetQueueAffinity, c);
+}
+
 int ctrl_start_user_recovery(__u32 dev_id) { return send(kCmdStartUserRecovery, cmd_for(dev_id)); }
 
 int ctrl_end_user_recovery(__u32 dev_id, __s32 pid) {

@@ -3,6 +3,8 @@
 // bindings in ctrl_bindings.cc run them on worker threads and hand back promises.
 #pragma once
 
+#include <sched.h>
+
 #include "ublk_cmd.h"
 
 namespace ublk {
@@ -18,6 +20,8 @@ int ctrl_stop_dev(__u32 dev_id);
 int ctrl_set_params(__u32 dev_id, const params *p);
 int ctrl_get_params(__u32 dev_id, params *p);
 int ctrl_get_dev_info(__u32 dev_id, ctrl_dev_info *info);
+// The CPUs the block layer maps to queue q_id (blk-mq's map, fixed at ADD_DEV).
+int ctrl_get_queue_affinity(__u32 dev_id, unsigned q_id, cpu_set_t *cpus);
 int ctrl_start_user_recovery(__u32 dev_id);
 int ctrl_end_user_recovery(__u32 dev_id, __s32 pid);
 // Live upgrade (UBLK_F_QUIESCE, needs USER_RECOVERY): the kernel stops handing out requests and

@@ -54,6 +54,13 @@ int Device::start(std::vector<int> &tids, std::string &why, ExitFn on_exit) {
     return ret;
   }
   target_open_ = true;
+  // What a failed start undoes, once the queues (if any) are gone.
+  auto close_all = [this] {
+    cfg_.target->deinit(cfg_);
+    target_open_ = false;
+    close(cfg_.ublkc_fd);
+    cfg_.ublkc_fd = -1;
+  };
 
   struct Wait {
     std::mutex mu;
@@ -76,10 +83,22 @@ int Device::start(std::vector<int> &tids, std::string &why, ExitFn on_exit) {
   exits->left.assign(cfg_.nr_queues, per_queue);
   exits->reported.assign(cfg_.nr_queues, false);
   const unsigned nthreads = cfg_.nr_queues * per_queue;
+  // Every queue's CPUs first: nothing is started if one cannot be had.
+  std::vector<cpu_set_t> qcpus(cfg_.affinity == Affinity::None ? 0 : cfg_.nr_queues);
+  for (unsigned q = 0; q < qcpus.size(); q++) {
+    ret = queue_cpus(cfg_.dev_id, q, &qcpus[q]);
+    if (ret < 0) {
+      why = "queue " + std::to_string(q) + ": GET_QUEUE_AFFINITY (its CPUs, within those this process may use)";
+      close_all();
+      return ret;
+    }
+  }
   queues_.reserve(nthreads);  // no reallocation while a concurrent stop walks the list
   for (unsigned q = 0; q < cfg_.nr_queues; q++) {
     for (unsigned w = 0; w < per_queue; w++) {
       queues_.emplace_back(new Queue(cfg_, q, w));
+      // One-queue disks of different ids, and the threads of one queue, start on different CPUs.
+      if (!qcpus.empty()) queues_.back()->bind_to(thread_cpus(qcpus[q], cfg_.affinity, cfg_.dev_id + w));
       queues_.back()->start(
           [wait, q](int err, const std::string &what) {
             std::lock_guard<std::mutex> l(wait->mu);
@@ -110,10 +129,7 @@ int Device::start(std::vector<int> &tids, std::string &why, ExitFn on_exit) {
     for (auto &q : queues_) q->request_stop(true);
     for (auto &q : queues_) q->join();
     queues_.clear();
-    cfg_.target->deinit(cfg_);
-    target_open_ = false;
-    close(cfg_.ublkc_fd);
-    cfg_.ublkc_fd = -1;
+    close_all();
     return wait->err;
   }
   // One thread id per queue (its first thread), as `list` shows them.

@@ -69,7 +69,12 @@ void Queue::start(std::function<void(int, const std::string &)> ready,
     pthread_setname_np(pthread_self(), name);
 
     std::string why;
-    int ret = setup(why);
+    int ret = 0;
+    if (bind_ && sched_setaffinity(0, sizeof(cpus_), &cpus_) < 0) {
+      ret = -errno;
+      why = "binding the queue thread to its CPUs (sched_setaffinity)";
+    }
+    if (ret == 0) ret = setup(why);
     ready(ret, why);
     if (ret != 0) {
       teardown();

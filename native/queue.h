@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 
+#include "affinity.h"
 #include "stats.h"
 #include "ublk_cmd.h"
 
@@ -50,6 +51,8 @@ struct DeviceConfig {
   // even when the block layer sends all I/O to one queue. Not with batch (the kernel drops
   // PER_IO_DAEMON there: a batch command carries tags of the whole queue).
   unsigned threads_per_queue = 1;
+  // Where queue threads run (affinity.h); `ublk-ts add` asks for OneCpu unless told otherwise.
+  Affinity affinity = Affinity::None;
   void *target_data = nullptr;  // the target's device-wide state: made by init, freed by deinit
 };
 
@@ -106,6 +109,11 @@ class Queue {
   Queue(const Queue &) = delete;
   Queue &operator=(const Queue &) = delete;
 
+  // Before start(): the CPUs the thread binds itself to when it starts (else the scheduler's).
+  void bind_to(const cpu_set_t &cpus) {
+    cpus_ = cpus;
+    bind_ = true;
+  }
   // Starts the thread; `ready` is called once from it with 0 or -errno after setup and the first
   // FETCH of every tag, `exited` once when the loop ends (0 for a stop, -errno for a failure).
   void start(std::function<void(int, const std::string &)> ready,
@@ -168,6 +176,8 @@ class Queue {
   unsigned cqes_per_pass_;  // completions per loop pass before the next submit
   std::thread thread_;
   std::atomic<int> tid_{0};
+  cpu_set_t cpus_{};
+  bool bind_ = false;
   struct io_uring ring_ {};
   bool ring_ok_ = false;
   io_desc *descs_ = nullptr;

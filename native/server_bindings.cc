@@ -73,6 +73,14 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     }
     cfg.batch = flag("batchIo", false);
     cfg.threads_per_queue = num("threadsPerQueue", 1);
+    std::string aff = str("affinity");
+    if (aff == "cpu") cfg.affinity = Affinity::OneCpu;
+    else if (aff == "queue") cfg.affinity = Affinity::Queue;
+    else if (aff.empty() || aff == "none") cfg.affinity = Affinity::None;
+    else {
+      Napi::TypeError::New(env, "unknown affinity '" + aff + "' (cpu, queue or none)").ThrowAsJavaScriptException();
+      return;
+    }
     std::string target = str("target");
     cfg.target = find_target(target);
     if (!cfg.target) {

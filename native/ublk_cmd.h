@@ -32,6 +32,7 @@ constexpr unsigned kCmdStartDev = _IOWR('u', 0x06, struct ctrl_cmd);
 constexpr unsigned kCmdStopDev = _IOWR('u', 0x07, struct ctrl_cmd);
 constexpr unsigned kCmdSetParams = _IOWR('u', 0x08, struct ctrl_cmd);
 constexpr unsigned kCmdGetParams = _IOR('u', 0x09, struct ctrl_cmd);
+constexpr unsigned kCmdGetQueueAffinity = _IOR('u', 0x01, struct ctrl_cmd);
 constexpr unsigned kCmdGetDevInfo = _IOR('u', 0x02, struct ctrl_cmd);
 constexpr unsigned kCmdStartUserRecovery = _IOWR('u', 0x10, struct ctrl_cmd);
 constexpr unsigned kCmdEndUserRecovery = _IOWR('u', 0x11, struct ctrl_cmd);
@@ -277,7 +278,7 @@ static_assert(offsetof(params, dma) == 108, "params.dma at 108");
 static_assert(offsetof(params, seg) == 120, "params.seg at 120");
 static_assert(offsetof(params, integrity) == 136, "params.integrity at 136");
 static_assert(sizeof(params) == 152, "ublk_params is 152 bytes");
-static_assert(kCmdAddDev == 0xc0207504u && kCmdGetFeatures == 0x80207513u, "ctrl opcodes");
+static_assert(kCmdAddDev == 0xc0207504u && kCmdGetFeatures == 0x80207513u && kCmdGetQueueAffinity == 0x80207501u, "ctrl opcodes");
 static_assert(kIoFetchReq == 0xc0107520u && kIoUnregisterIoBuf == 0xc0107524u, "io opcodes");
 
 }  // namespace ublk

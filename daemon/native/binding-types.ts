@@ -92,6 +92,8 @@ export interface ServeOptions {
   batchIo?: boolean;
   /** threads per queue, the queue's tags split between them (needs UBLK_F_PER_IO_DAEMON); default 1 */
   threadsPerQueue?: number;
+  /** where the queue threads run (add-options' QueueAffinity); absent: the scheduler decides */
+  affinity?: 'cpu' | 'queue' | 'none';
   target: TargetKind;
   /** loop: the backing file or block device */
   backingPath?: string;

@@ -31,7 +31,7 @@ import {
   type FioJobResult,
 } from './fault-helpers';
 import type { DeviceServer } from '../../daemon/device-server';
-import { queueThreads, queueThreadsOf } from './threads';
+import { cpusAllowed, queueCpus, queueThreads, queueThreadsOf } from './threads';
 
 const MNT = path.join(workDir(), 'rec-mnt');
 
@@ -237,7 +237,15 @@ for (const [i, variant] of [
       await sleep(2000);
       assert.ok(!done, 'a read completed while the disk was QUIESCED');
       ds2 = await recoverInProcess(id, store);
-      if (variant.threads.length) assert.deepEqual(queueThreadsOf(process.pid, id).map((t) => t.name).sort(), variant.threads.map((t) => `ublk${id}-${t}`));
+      if (variant.threads.length) {
+        const threads = queueThreadsOf(process.pid, id);
+        assert.deepEqual(threads.map((t) => t.name).sort(), variant.threads.map((t) => `ublk${id}-${t}`));
+        // the new threads are bound again, each to one of the queue's CPUs
+        for (const t of threads) {
+          const cpus = cpusAllowed(process.pid, t.tid);
+          assert.ok(cpus.length === 1 && queueCpus(id, 0).includes(cpus[0]), `${t.name} may run on ${cpus}`);
+        }
+      }
       const r = await within(reader.done, 30_000);
       assert.ok(r, 'the waiting read did not complete within 30 s of recover');
       assert.equal(r!.code, 0, r!.stderr);

@@ -1,7 +1,8 @@
 // The queue threads of a device's server, read from /proc: names (ublkN-qQ, or ublkN-qQ.W with
-// several threads per queue) and CPU time.
+// several threads per queue), CPU time and the CPUs they may run on.
 import * as fs from 'node:fs';
 import { cli } from './helpers';
+import { parseCpuList } from '../../daemon/list-format';
 
 /** The pid serving device `id`, from `list --json` (the kernel's daemon pid). */
 export function serverPid(id: number): number {
@@ -43,4 +44,17 @@ export function threadCpuTicks(id: number): Map<string, number> {
     out.set(name, Number(f[11]) + Number(f[12]));
   }
   return out;
+}
+
+/** The CPUs thread `tid` of process `pid` may run on (its Cpus_allowed_list). */
+export function cpusAllowed(pid: number, tid: number): number[] {
+  const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+  const m = /^Cpus_allowed_list:\s*(.*)$/m.exec(status);
+  if (!m) throw new Error(`no Cpus_allowed_list in /proc/${pid}/task/${tid}/status`);
+  return parseCpuList(m[1]);
+}
+
+/** The CPUs the block layer maps to hardware queue `q` of /dev/ublkb`id` (the kernel's own map). */
+export function queueCpus(id: number, q: number): number[] {
+  return parseCpuList(fs.readFileSync(`/sys/block/ublkb${id}/mq/${q}/cpu_list`, 'utf8'));
 }

@@ -28,6 +28,7 @@ test('defaults', () => {
     userCopy: false,
     batchIo: false,
     threadsPerQueue: 1,
+    affinity: 'cpu',
     bufferedIo: false,
     offsetSectors: 0,
     recovery: false,
@@ -92,6 +93,14 @@ test('--threads-per-queue: 1 up to the depth (at most 64), not with --batch-io',
   ]);
   // one thread and batch I/O go together
   assert.equal(validateAddOptions({ type: 'null', threadsPerQueue: '1', batchIo: true }, env).batchIo, true);
+});
+
+test('--affinity: cpu (default), queue or none', () => {
+  assert.equal(validateAddOptions({ type: 'null' }, env).affinity, 'cpu');
+  assert.equal(validateAddOptions({ type: 'null', affinity: 'queue' }, env).affinity, 'queue');
+  assert.equal(validateAddOptions({ type: 'null', affinity: 'none' }, env).affinity, 'none');
+  assert.deepEqual(problems({ type: 'null', affinity: 'all' }), ['--affinity must be cpu, queue or none, not "all"']);
+  assert.deepEqual(problems({ type: 'null', affinity: 1 }), ['--affinity must be cpu, queue or none, not 1']);
 });
 
 test('numbers from a config file (JSON values) are accepted', () => {

@@ -121,7 +121,7 @@ test('every problem of a bad config is listed at once, each with its file and JS
     `${f}: service.metricsAddress must be "HOST:PORT" (e.g. "127.0.0.1:9101", "[::1]:9101") or "off", not "0.0.0.0"`,
     `${f}: service.port is not a service setting (known: logLevel, logFormat, metricsAddress)`,
     `${f}: devices[0].queues must be a whole number, not "4"`,
-    `${f}: devices[0].frob is not a device setting (known: name, target, file, id, queues, depth, logicalBlockSize, zeroCopy, userCopy, batchIo, threadsPerQueue, maxIoBufBytes, bufferedIo, offset, size, recovery, recoveryReissue, recoveryFailIo, readOnly, ioScheduler)`,
+    `${f}: devices[0].frob is not a device setting (known: name, target, file, id, queues, depth, logicalBlockSize, zeroCopy, userCopy, batchIo, threadsPerQueue, affinity, maxIoBufBytes, bufferedIo, offset, size, recovery, recoveryReissue, recoveryFailIo, readOnly, ioScheduler)`,
     `${f}: devices[1].zeroCopy must be true, false, "auto" or "explicit", not "yes"`,
     `${f}: devices[6] must be an object, not "nope"`,
     `${f}: devices[0].file "${path.join(d, 'missing.img')}": no such file or directory`,
@@ -250,6 +250,7 @@ test('every device setting reaches the AddSpec', () => {
       userCopy: false,
       batchIo: true,
       threadsPerQueue: 1,
+      affinity: 'cpu',
       file: path.join(d, 'disk.img'),
       bufferedIo: true,
       offsetSectors: 8,
@@ -270,6 +271,8 @@ test('every device setting reaches the AddSpec', () => {
   // batchIo above takes one thread per queue; threadsPerQueue on its own
   const t = write(d, 't.json', { devices: [{ target: 'null', zeroCopy: true, threadsPerQueue: 2 }] });
   assert.equal(loadConfig({ path: t, env: {} }).devices[0].spec.threadsPerQueue, 2);
+  const a2 = write(d, 'a.json', { devices: [{ target: 'null', affinity: 'none' }] });
+  assert.equal(loadConfig({ path: a2, env: {} }).devices[0].spec.affinity, 'none');
 });
 
 test('the example configs load (backing files not checked: they name paths on a real host)', () => {

@@ -111,6 +111,7 @@ test('json form', () => {
       { qid: 0, tid: 1239111, affinity: [0] },
       { qid: 1, tid: 1239112, affinity: null },
     ],
+    threads_per_queue: 1,
     target: { ...state.target, zero_copy: 'auto', data_mode: 'zc_auto' },
     managed: true,
   });
@@ -118,6 +119,9 @@ test('json form', () => {
   assert.equal(foreign.data_mode, 'user_copy');
   assert.equal(foreign.queues, null);
   assert.equal(foreign.target, null);
+  assert.equal(foreign.threads_per_queue, null);
+  const twoThreads = deviceJson({ info, params, state: { ...state, spec: { ...state.spec, threadsPerQueue: 2 } } });
+  assert.equal(twoThreads.threads_per_queue, 2);
   JSON.stringify(foreign); // no bigint left
 });
 
