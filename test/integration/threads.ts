@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import { cli } from './helpers';
 import { parseCpuList } from '../../daemon/list-format';
+import { readAffinity } from '../../daemon/commands/list';
 
 /** The pid serving device `id`, from `list --json` (the kernel's daemon pid). */
 export function serverPid(id: number): number {
@@ -46,12 +47,11 @@ export function threadCpuTicks(id: number): Map<string, number> {
   return out;
 }
 
-/** The CPUs thread `tid` of process `pid` may run on (its Cpus_allowed_list). */
+/** The CPUs thread `tid` of process `pid` may run on: what `list` shows (its reader). */
 export function cpusAllowed(pid: number, tid: number): number[] {
-  const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-  const m = /^Cpus_allowed_list:\s*(.*)$/m.exec(status);
-  if (!m) throw new Error(`no Cpus_allowed_list in /proc/${pid}/task/${tid}/status`);
-  return parseCpuList(m[1]);
+  const cpus = readAffinity(pid, tid);
+  if (!cpus) throw new Error(`no Cpus_allowed_list for thread ${tid} of process ${pid}`);
+  return cpus;
 }
 
 /** The CPUs the block layer maps to hardware queue `q` of /dev/ublkb`id` (the kernel's own map). */
