@@ -98,9 +98,29 @@ export function getTarget(name: TargetKind): TargetDescriptor {
 }
 
 /** log2 of a power of two. */
-export function shiftOf(n: number): number {
+function shiftOf(n: number): number {
   return Math.log2(n) | 0;
 }
 
 /** UBLK_ATTR_* */
 export const ATTR = { READ_ONLY: 1, ROTATIONAL: 2, VOLATILE_CACHE: 4, FUA: 8 } as const;
+
+/**
+ * The basic parameters every target sets the same way: the disk's size, its logical block size
+ * from the spec (physical and minimum I/O at least that, 4 KiB preferred), and the largest
+ * request the spec allows. `attrs` (UBLK_ATTR_*) is the target's own.
+ */
+export function basicParams(spec: Pick<AddSpec, 'logicalBlockSize' | 'maxIoBufBytes'>, sizeBytes: number, attrs: number): UblkParams['basic'] {
+  const lbsShift = shiftOf(spec.logicalBlockSize);
+  return {
+    attrs,
+    logicalBsShift: lbsShift,
+    physicalBsShift: Math.max(12, lbsShift),
+    ioOptShift: 12,
+    ioMinShift: lbsShift,
+    maxSectors: spec.maxIoBufBytes >>> 9,
+    chunkSectors: 0,
+    devSectors: BigInt(sizeBytes) >> 9n,
+    virtBoundaryMask: 0n,
+  };
+}

@@ -4,7 +4,7 @@
 import type { AddSpec } from '../daemon/add-options';
 import { UsageError } from '../daemon/errors';
 import type { UblkParams } from '../daemon/native/binding-types';
-import { ATTR, realFs, shiftOf, type TargetDescription, type TargetDescriptor, type TargetFs } from './index';
+import { ATTR, basicParams, realFs, type TargetDescription, type TargetDescriptor, type TargetFs } from './index';
 
 /** UINT_MAX >> 9, as ublksrv's loop: the largest discard the block layer may send in one go. */
 const MAX_DISCARD_SECTORS = 0xffffffff >>> 9;
@@ -152,21 +152,10 @@ export const loopTarget: TargetDescriptor = {
   describe(spec, fsx = realFs): TargetDescription {
     const b = inspect(spec, fsx);
     if (b.problems.length > 0) throw new UsageError(b.problems);
-    const lbsShift = shiftOf(spec.logicalBlockSize);
     const zeroCopy = spec.zeroCopy !== 'off';
 
     const params: UblkParams = {
-      basic: {
-        attrs: ATTR.VOLATILE_CACHE | ATTR.FUA | (b.readOnly ? ATTR.READ_ONLY : 0),
-        logicalBsShift: lbsShift,
-        physicalBsShift: Math.max(12, lbsShift),
-        ioOptShift: 12,
-        ioMinShift: lbsShift,
-        maxSectors: spec.maxIoBufBytes >>> 9,
-        chunkSectors: 0,
-        devSectors: BigInt(b.size) >> 9n,
-        virtBoundaryMask: 0n,
-      },
+      basic: basicParams(spec, b.size, ATTR.VOLATILE_CACHE | ATTR.FUA | (b.readOnly ? ATTR.READ_ONLY : 0)),
     };
     if (b.canDiscard) {
       params.discard = {

@@ -3,7 +3,7 @@
 
 import { DEFAULTS, type AddSpec } from '../daemon/add-options';
 import { UsageError } from '../daemon/errors';
-import { ATTR, shiftOf, type TargetDescription, type TargetDescriptor } from './index';
+import { ATTR, basicParams, type TargetDescription, type TargetDescriptor } from './index';
 
 function problems(spec: AddSpec): string[] {
   const out: string[] = [];
@@ -28,22 +28,9 @@ export const nullTarget: TargetDescriptor = {
     const p = problems(spec);
     if (p.length > 0) throw new UsageError(p);
     const size = spec.sizeBytes ?? DEFAULTS.nullSizeBytes;
-    const lbsShift = shiftOf(spec.logicalBlockSize);
     return {
       serve: { target: 'null', readOnly: spec.readOnly },
-      params: {
-        basic: {
-          attrs: ATTR.VOLATILE_CACHE | (spec.readOnly ? ATTR.READ_ONLY : 0),
-          logicalBsShift: lbsShift,
-          physicalBsShift: Math.max(12, lbsShift),
-          ioOptShift: 12,
-          ioMinShift: lbsShift,
-          maxSectors: spec.maxIoBufBytes >>> 9,
-          chunkSectors: 0,
-          devSectors: BigInt(size) >> 9n,
-          virtBoundaryMask: 0n,
-        },
-      },
+      params: { basic: basicParams(spec, size, ATTR.VOLATILE_CACHE | (spec.readOnly ? ATTR.READ_ONLY : 0)) },
       json: { name: 'null', type: 0, dev_size: size },
       sizeBytes: size,
       readOnly: spec.readOnly,

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { requireKernel } from './kernel-gate';
 import { addDevice, cli, delAll, delDevice, makeBacking, sh } from './helpers';
-import { cpusAllowed, queueCpus, queueThreads, serverPid } from './threads';
+import { serverPid } from './fault-helpers';
+import { cpusAllowed, queueCpus, queueThreadsOf } from './threads';
 
 before(() => requireKernel());
 after(() => delAll());
@@ -19,16 +20,16 @@ function ownCpus(): number[] {
 }
 
 /** Each queue thread of device `id`, by name, with the CPUs it may run on. */
-function bindings(id: number): Map<string, number[]> {
-  const pid = serverPid(id);
-  return new Map(queueThreads(id).map((t) => [t.name, cpusAllowed(pid, t.tid)]));
+async function bindings(id: number): Promise<Map<string, number[]>> {
+  const pid = await serverPid(id);
+  return new Map(queueThreadsOf(pid, id).map((t) => [t.name, cpusAllowed(pid, t.tid)]));
 }
 
-test('default (--affinity cpu): each queue thread bound to one CPU of its queue; list shows it', () => {
+test('default (--affinity cpu): each queue thread bound to one CPU of its queue; list shows it', async () => {
   const nq = Math.min(2, ownCpus().length);
   const id = addDevice(['-t', 'null', '-q', String(nq), '--size', '64M']);
   try {
-    const b = bindings(id);
+    const b = await bindings(id);
     const listed = cli(['list', '-n', String(id)]).stdout;
     for (let q = 0; q < nq; q++) {
       const cpus = b.get(`ublk${id}-q${q}`);
@@ -44,12 +45,12 @@ test('default (--affinity cpu): each queue thread bound to one CPU of its queue;
   }
 });
 
-test('--threads-per-queue 2: the two threads of one queue are bound to different CPUs', (t) => {
+test('--threads-per-queue 2: the two threads of one queue are bound to different CPUs', async (t) => {
   const file = makeBacking('affinity.img', 16);
   const id = addDevice(['-t', 'loop', '-f', file, '-z', '--threads-per-queue', '2']);
   try {
     const mapped = queueCpus(id, 0);
-    const b = bindings(id);
+    const b = await bindings(id);
     const a0 = b.get(`ublk${id}-q0.0`);
     const a1 = b.get(`ublk${id}-q0.1`);
     assert.ok(a0 && a1, JSON.stringify([...b.keys()]));
@@ -64,18 +65,18 @@ test('--threads-per-queue 2: the two threads of one queue are bound to different
   }
 });
 
-test('--affinity queue binds to all of the queue\'s CPUs; --affinity none leaves the threads alone', () => {
+test('--affinity queue binds to all of the queue\'s CPUs; --affinity none leaves the threads alone', async () => {
   const nq = Math.min(2, ownCpus().length);
   const id = addDevice(['-t', 'null', '-q', String(nq), '--size', '64M', '--affinity', 'queue']);
   try {
-    const b = bindings(id);
+    const b = await bindings(id);
     for (let q = 0; q < nq; q++) assert.deepEqual(b.get(`ublk${id}-q${q}`), queueCpus(id, q), `queue ${q}`);
   } finally {
     delDevice(id);
   }
   const id2 = addDevice(['-t', 'null', '--size', '64M', '--affinity', 'none']);
   try {
-    assert.deepEqual(bindings(id2).get(`ublk${id2}-q0`), ownCpus());
+    assert.deepEqual((await bindings(id2)).get(`ublk${id2}-q0`), ownCpus());
     const listed = cli(['list', '-n', String(id2)]).stdout;
     assert.match(listed, new RegExp(`queue 0: tid \\d+ affinity\\(${ownCpus().map((c) => `${c} `).join('')}\\)`), listed);
   } finally {

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { requireKernel } from './kernel-gate';
 import * as fs from 'node:fs';
 import { addDevice, cli, delAll, delDevice, fio, makeBacking, sh, sha256File, shResult, trace, verifyJobs } from './helpers';
-import { queueThreads, threadCpuTicks } from './threads';
+import { serverPid } from './fault-helpers';
+import { queueThreadsOf, threadCpuTicks } from './threads';
 
 const DISK_MIB = 64;
 
@@ -51,11 +52,11 @@ describe('loop, batch I/O (--batch-io)', () => {
 // tags unevenly (22, 21, 21).
 describe('loop, several threads per queue (--threads-per-queue)', () => {
   for (const mode of MODES) {
-    test(`${mode.name}, 2 queues × 3 threads: fio crc32c verify`, () => {
+    test(`${mode.name}, 2 queues × 3 threads: fio crc32c verify`, async () => {
       const file = makeBacking('verify-threads.img', DISK_MIB);
       const id = addDevice(['-t', 'loop', '-f', file, '-q', '2', '-d', '64', '--threads-per-queue', '3', ...mode.args]);
       try {
-        const names = queueThreads(id).map((t) => t.name).sort();
+        const names = queueThreadsOf(await serverPid(id), id).map((t) => t.name).sort();
         assert.deepEqual(names, [0, 1].flatMap((q) => [0, 1, 2].map((w) => `ublk${id}-q${q}.${w}`)));
         fioVerify(id);
       } finally {
@@ -68,13 +69,14 @@ describe('loop, several threads per queue (--threads-per-queue)', () => {
     const file = makeBacking('threads-balance.img', DISK_MIB);
     const id = addDevice(['-t', 'loop', '-f', file, '-z', '--threads-per-queue', '2']);
     try {
-      const before = threadCpuTicks(id);
+      const pid = await serverPid(id);
+      const before = threadCpuTicks(pid, id);
       const out = fio(`/dev/ublkb${id}`, [
         { name: 'rr', rw: 'randread', bs: '4k', iodepth: 32, extra: { time_based: 1, runtime: 4 } },
       ]);
       const ios = out.jobs[0].read.total_ios as number;
       assert.ok(ios > 1000, `fio did only ${ios} reads`);
-      const after = threadCpuTicks(id);
+      const after = threadCpuTicks(pid, id);
       const used = [...after].map(([name, t]) => [name, t - (before.get(name) ?? 0)] as const);
       assert.equal(used.length, 2, `threads: ${JSON.stringify(used)}`);
       const total = used.reduce((n, [, t]) => n + t, 0);

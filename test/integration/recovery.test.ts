@@ -31,7 +31,7 @@ import {
   type FioJobResult,
 } from './fault-helpers';
 import type { DeviceServer } from '../../daemon/device-server';
-import { cpusAllowed, queueCpus, queueThreads, queueThreadsOf } from './threads';
+import { cpusAllowed, queueCpus, queueThreadsOf } from './threads';
 
 const MNT = path.join(workDir(), 'rec-mnt');
 
@@ -339,7 +339,7 @@ for (const up of [
       assert.ok(!processAlive(old), `the old server ${old} is still running`);
       assert.ok(processAlive(pid));
       if (up.args.includes('--threads-per-queue')) {
-        assert.deepEqual(queueThreads(id).map((q) => q.name).sort(), [`ublk${id}-q0.0`, `ublk${id}-q0.1`]);
+        assert.deepEqual(queueThreadsOf(pid, id).map((q) => q.name).sort(), [`ublk${id}-q0.0`, `ublk${id}-q0.1`]);
       }
       assert.equal(await kernelState(id), STATE.LIVE);
       await waitForIo(id, 500, 120_000);

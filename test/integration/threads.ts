@@ -1,25 +1,13 @@
 // The queue threads of a device's server, read from /proc: names (ublkN-qQ, or ublkN-qQ.W with
 // several threads per queue), CPU time and the CPUs they may run on.
 import * as fs from 'node:fs';
-import { cli } from './helpers';
 import { parseCpuList } from '../../daemon/list-format';
 import { readAffinity } from '../../daemon/commands/list';
 
-/** The pid serving device `id`, from `list --json` (the kernel's daemon pid). */
-export function serverPid(id: number): number {
-  const listed = JSON.parse(cli(['list', '-n', String(id), '--json']).stdout);
-  const text = JSON.stringify(listed);
-  const pid = Number(/"daemon_pid"\s*:\s*(\d+)/.exec(text)?.[1]);
-  if (!(pid > 1)) throw new Error(`no daemon_pid in list --json: ${text}`);
-  return pid;
-}
-
-/** The threads of device `id`'s server whose name says they serve one of its queues. */
-export function queueThreads(id: number): Array<{ tid: number; name: string }> {
-  return queueThreadsOf(serverPid(id), id);
-}
-
-/** The threads of process `pid` serving a queue of device `id` (an in-process server: process.pid). */
+/**
+ * The threads of process `pid` serving a queue of device `id`: its server's pid comes from
+ * `serverPid` (fault-helpers.ts, the kernel's answer), an in-process server's is process.pid.
+ */
 export function queueThreadsOf(pid: number, id: number): Array<{ tid: number; name: string }> {
   const out: Array<{ tid: number; name: string }> = [];
   for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
@@ -34,11 +22,10 @@ export function queueThreadsOf(pid: number, id: number): Array<{ tid: number; na
   return out;
 }
 
-/** utime + stime, in clock ticks, of each queue thread of device `id`, by thread name. */
-export function threadCpuTicks(id: number): Map<string, number> {
-  const pid = serverPid(id);
+/** utime + stime, in clock ticks, of each queue thread of device `id` in process `pid`, by name. */
+export function threadCpuTicks(pid: number, id: number): Map<string, number> {
   const out = new Map<string, number>();
-  for (const { tid, name } of queueThreads(id)) {
+  for (const { tid, name } of queueThreadsOf(pid, id)) {
     const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
     // fields after the ")" closing the name: state is field 3, utime 14, stime 15
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');

@@ -4,25 +4,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { deleteDevice, runDel, type DelDeps } from '../../daemon/commands/del';
-import { StateStore, type DeviceState } from '../../daemon/state-store';
-import { validateAddOptions } from '../../daemon/add-options';
+import { StateStore } from '../../daemon/state-store';
 import { UsageError } from '../../daemon/errors';
 import { FakeBinding } from './fake-binding';
-
-function state(devId: number, pid: number): DeviceState {
-  return {
-    version: 1,
-    devId,
-    pid,
-    spec: { ...validateAddOptions({ type: 'null' }, { cwd: '/' }), devId },
-    flags: '0x40',
-    mode: 'copy',
-    tids: [pid + 1],
-    target: { name: 'null', type: 0, dev_size: 1 << 30 },
-    createdAt: 'a',
-    updatedAt: 'a',
-  };
-}
+import { savedState } from './state-fixture';
 
 function setup(over: Partial<DelDeps> = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ublk-ts-del-'));
@@ -54,7 +39,7 @@ function setup(over: Partial<DelDeps> = {}) {
 test('del: our live server is asked (SIGTERM) and we wait for the device to go', async () => {
   const t = setup();
   t.binding.addDevice(1, { ublksrvPid: 500 });
-  t.store.write(state(1, 500));
+  t.store.write(savedState(1, 500));
   t.alive.add(500);
   t.deps.kill = (pid, sig) => {
     t.kills.push([pid, sig]);
@@ -78,7 +63,7 @@ test('del: our live server is asked (SIGTERM) and we wait for the device to go',
 test('del: a dead server (no recovery) is no obstacle: STOP_DEV + DEL_DEV here', async () => {
   const t = setup();
   t.binding.addDevice(2, { ublksrvPid: 501, state: 0 });
-  t.store.write(state(2, 501));
+  t.store.write(savedState(2, 501));
   try {
     assert.equal(await deleteDevice(2, t.deps), 'deleted');
     assert.deepEqual(t.binding.ops(), ['getDevInfo', 'stopDev', 'delDev']);
@@ -93,7 +78,7 @@ test('del: a dead server (no recovery) is no obstacle: STOP_DEV + DEL_DEV here',
 test('del: a QUIESCED device whose server died with recovery can still be deleted', async () => {
   const t = setup();
   t.binding.addDevice(3, { ublksrvPid: 502, state: 2, flags: 0x48n });
-  t.store.write(state(3, 502));
+  t.store.write(savedState(3, 502));
   try {
     assert.equal(await deleteDevice(3, t.deps), 'deleted');
     assert.equal(t.binding.devices.size, 0);
@@ -119,7 +104,7 @@ test('del: a device that is not ours (no state) is stopped and deleted directly'
 test('del: a recycled pid is not signalled', async () => {
   const t = setup({ isOurServer: () => false });
   t.binding.addDevice(5, { ublksrvPid: 504 });
-  t.store.write(state(5, 504));
+  t.store.write(savedState(5, 504));
   t.alive.add(504);
   try {
     assert.equal(await deleteDevice(5, t.deps), 'deleted');
@@ -132,7 +117,7 @@ test('del: a recycled pid is not signalled', async () => {
 test('del: the server dies without deleting: we finish the job', async () => {
   const t = setup();
   t.binding.addDevice(6, { ublksrvPid: 505 });
-  t.store.write(state(6, 505));
+  t.store.write(savedState(6, 505));
   t.alive.add(505);
   t.deps.kill = () => {
     t.alive.delete(505);
@@ -148,7 +133,7 @@ test('del: the server dies without deleting: we finish the job', async () => {
 test('del: a server that ignores SIGTERM times out with a hint', async () => {
   const t = setup({ timeoutMs: 30 });
   t.binding.addDevice(7, { ublksrvPid: 506 });
-  t.store.write(state(7, 506));
+  t.store.write(savedState(7, 506));
   t.alive.add(506);
   try {
     await assert.rejects(deleteDevice(7, t.deps), {
@@ -172,7 +157,7 @@ test('del: DEL_DEV that never returns times out', async () => {
 
 test('del: stale state only, and nothing at all', async () => {
   const t = setup();
-  t.store.write(state(9, 507));
+  t.store.write(savedState(9, 507));
   try {
     assert.equal(await deleteDevice(9, t.deps), 'stale-state-removed');
     assert.equal(t.store.read(9), undefined);
@@ -187,7 +172,7 @@ test('del -a: kernel devices and state files; one failure makes exit 1, the rest
   t.binding.addDevice(0);
   t.binding.addDevice(1);
   t.binding.addDevice(2);
-  t.store.write(state(5, 9999)); // stale
+  t.store.write(savedState(5, 9999)); // stale
   const realDel = t.binding.delDev.bind(t.binding);
   t.binding.delDev = async (id) => {
     if (id === 1) throw Object.assign(new Error('busy'), { errno: 16, code: 'EBUSY', op: 'DEL_DEV' });
@@ -224,7 +209,7 @@ test('del usage', async () => {
 test('del: a device of `ublk-ts serve` is stopped here, never by SIGTERM to the whole service', async () => {
   const t = setup();
   t.binding.addDevice(3, { ublksrvPid: 600 });
-  t.store.write({ ...state(3, 600), service: 'data' });
+  t.store.write({ ...savedState(3, 600), service: 'data' });
   t.alive.add(600);
   try {
     assert.equal(await deleteDevice(3, t.deps), 'deleted');

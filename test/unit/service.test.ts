@@ -14,6 +14,7 @@ import { validateAddOptions } from '../../daemon/add-options';
 import type { Config, DeviceConfig } from '../../config/load-config';
 import type { LogLevel } from '../../daemon/log';
 import { FakeBinding, nativeError } from './fake-binding';
+import { savedState } from './state-fixture';
 
 const dev = (name: string, raw: Record<string, string | boolean> = {}): DeviceConfig => ({
   name,
@@ -141,19 +142,14 @@ test('a device stopped from outside is reported down and comes back on reload', 
 test('restart after a crash: our QUIESCED disk (recovery) is recovered, not re-added', async () => {
   const t = setup([dev('r', { number: '3', recovery: '1' })]);
   t.binding.addDevice(3, { state: 2, flags: 0x48n, ublksrvPid: 999 });
-  t.store.write({
-    version: 1,
-    devId: 3,
-    pid: 999,
-    spec: dev('r', { number: '3', recovery: '1' }).spec,
-    flags: '0x48',
-    mode: 'copy',
-    tids: [1],
-    target: { name: 'null', dev_size: 1 << 20 },
-    createdAt: 'x',
-    updatedAt: 'x',
-    service: 'r',
-  });
+  t.store.write(
+    savedState(3, 999, {
+      spec: dev('r', { number: '3', recovery: '1' }).spec,
+      flags: '0x48',
+      target: { name: 'null', dev_size: 1 << 20 },
+      service: 'r',
+    }),
+  );
   await t.svc.start();
   assert.deepEqual(
     t.binding.ops().filter((o) => o !== 'getDevInfo' && o !== 'getFeatures'),
@@ -165,18 +161,7 @@ test('restart after a crash: our QUIESCED disk (recovery) is recovered, not re-a
 test('restart after a crash: our dead disk (no recovery) is deleted, then added again', async () => {
   const t = setup([dev('d', { number: '4' })]);
   t.binding.addDevice(4, { state: 0, ublksrvPid: 998 });
-  t.store.write({
-    version: 1,
-    devId: 4,
-    pid: 998,
-    spec: dev('d', { number: '4' }).spec,
-    flags: '0x40',
-    mode: 'copy',
-    tids: [1],
-    target: { name: 'null' },
-    createdAt: 'x',
-    updatedAt: 'x',
-  });
+  t.store.write(savedState(4, 998, { spec: dev('d', { number: '4' }).spec }));
   await t.svc.start();
   const ops = t.binding.ops();
   assert.ok(ops.indexOf('delDev') < ops.indexOf('addDev'), ops.join(' '));

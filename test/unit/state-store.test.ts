@@ -4,25 +4,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { StateStore, runDir, pidAlive, type DeviceState } from '../../daemon/state-store';
-import { validateAddOptions } from '../../daemon/add-options';
+import { savedState } from './state-fixture';
 
 function tmp(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'ublk-ts-state-'));
 }
 
 function st(devId: number, pid = 100): DeviceState {
-  return {
-    version: 1,
-    devId,
-    pid,
-    spec: { ...validateAddOptions({ type: 'null' }, { cwd: '/' }), devId },
-    flags: '0x40',
-    mode: 'copy',
-    tids: [pid + 1],
-    target: { name: 'null', type: 0, dev_size: 1024 },
-    createdAt: 'a',
-    updatedAt: 'b',
-  };
+  return savedState(devId, pid);
 }
 
 test('run dir from the environment', () => {

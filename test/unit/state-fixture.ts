@@ -1,0 +1,20 @@
+// A saved device state (the run dir's NNNN.json) for unit tests: a null disk served by `pid`,
+// with whatever a test needs to differ given in `extra`.
+import { validateAddOptions } from '../../daemon/add-options';
+import type { DeviceState } from '../../daemon/state-store';
+
+export function savedState(devId: number, pid: number, extra: Partial<DeviceState> = {}): DeviceState {
+  return {
+    version: 1,
+    devId,
+    pid,
+    spec: { ...validateAddOptions({ type: 'null' }, { cwd: '/' }), devId },
+    flags: '0x40',
+    mode: 'copy',
+    tids: [pid + 1],
+    target: { name: 'null', type: 0, dev_size: 1 << 30 },
+    createdAt: 'a',
+    updatedAt: 'b',
+    ...extra,
+  };
+}
