@@ -106,9 +106,10 @@ function shiftOf(n: number): number {
 export const ATTR = { READ_ONLY: 1, ROTATIONAL: 2, VOLATILE_CACHE: 4, FUA: 8 } as const;
 
 /**
- * The basic parameters every target sets the same way: the disk's size, its logical block size
- * from the spec (physical and minimum I/O at least that, 4 KiB preferred), and the largest
- * request the spec allows. `attrs` (UBLK_ATTR_*) is the target's own.
+ * The basic parameters every target sets the same way: the disk's size; the logical block size
+ * from the spec, which is also the minimum I/O; a physical block and optimal I/O of 4 KiB (the
+ * physical block never below the logical one); the largest request the spec allows. `attrs`
+ * (UBLK_ATTR_*) is the target's own.
  */
 export function basicParams(spec: Pick<AddSpec, 'logicalBlockSize' | 'maxIoBufBytes'>, sizeBytes: number, attrs: number): UblkParams['basic'] {
   const lbsShift = shiftOf(spec.logicalBlockSize);
