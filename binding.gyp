@@ -8,6 +8,7 @@
         "native/ctrl.cc",
         "native/ctrl_bindings.cc",
         "native/queue.cc",
+        "native/pkru.cc",
         "native/queue_batch.cc",
         "native/device.cc",
         "native/affinity.cc",

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "pkru.h"
 #include "target.h"
 
 namespace ublk {
@@ -67,6 +68,7 @@ void Queue::start(std::function<void(int, const std::string &)> ready,
     if (cfg_.threads_per_queue > 1) snprintf(name, sizeof(name), "ublk%u-q%u.%u", cfg_.dev_id, q_id_, worker_);
     else snprintf(name, sizeof(name), "ublk%u-q%u", cfg_.dev_id, q_id_);
     pthread_setname_np(pthread_self(), name);
+    reset_thread_pkru();  // see pkru.h: Node's PKRU would be rewritten on every context switch
 
     std::string why;
     int ret = 0;
