@@ -1,11 +1,14 @@
 #include "pkru.h"
 
+#if defined(__x86_64__)
 #include <cpuid.h>
 
 #include <cstdio>
+#endif
 
 namespace ublk {
 
+#if defined(__x86_64__)
 namespace {
 
 // CPUID.(EAX=7,ECX=0):ECX bit 4, OSPKE: the CPU has PKU and the kernel enabled it (CR4.PKE).
@@ -37,15 +40,14 @@ unsigned kernel_default_pkru() {
 }  // namespace
 
 unsigned reset_thread_pkru() {
-#if defined(__x86_64__)
   if (!os_uses_pkeys()) return 0;
   static const unsigned want = kernel_default_pkru();
   unsigned was = rdpkru();
   if (was != want) wrpkru(want);
   return was;
-#else
-  return 0;
-#endif
 }
+#else
+unsigned reset_thread_pkru() { return 0; }  // protection keys as above are x86's
+#endif
 
 }  // namespace ublk

@@ -1,4 +1,4 @@
-// The protection-key rights (PKRU) a queue thread runs with. V8 allocates a memory protection key
+// The protection-key rights (PKRU) a queue thread runs with. Node (V8) takes a memory protection key
 // at startup (for its code space), so every thread of a Node process, the queue threads too,
 // starts with a PKRU other than the kernel's default. The kernel then writes PKRU on each switch
 // between a queue thread and an idle or kernel thread, twice per request at low queue depth.
