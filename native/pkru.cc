@@ -39,15 +39,13 @@ unsigned kernel_default_pkru() {
 
 }  // namespace
 
-unsigned reset_thread_pkru() {
-  if (!os_uses_pkeys()) return 0;
+void reset_thread_pkru() {
+  if (!os_uses_pkeys()) return;
   static const unsigned want = kernel_default_pkru();
-  unsigned was = rdpkru();
-  if (was != want) wrpkru(want);
-  return was;
+  if (rdpkru() != want) wrpkru(want);
 }
 #else
-unsigned reset_thread_pkru() { return 0; }  // protection keys as above are x86's
+void reset_thread_pkru() {}  // protection keys as above are x86's
 #endif
 
 }  // namespace ublk

@@ -4,7 +4,8 @@
 // between a queue thread and an idle or kernel thread, twice per request at low queue depth.
 // On hardware a WRPKRU costs little; under QEMU's TCG each one flushes the vCPU's software TLB.
 // Measured in the test VM, QD1 4k random reads: the same native core in a plain C++ process ran
-// 1.4-1.6x the IOPS of the same core inside Node, and fell to Node's level after one pkey_alloc.
+// 1.2-2.5x the IOPS of the same core inside Node (per round), and lost most of that after one
+// pkey_alloc (bench/README.md, "PKRU").
 // A queue thread never touches V8's memory, so it takes the kernel's default rights instead.
 #pragma once
 
@@ -12,8 +13,7 @@ namespace ublk {
 
 // Sets the calling thread's PKRU to the kernel's default (debugfs x86/init_pkru when readable,
 // else the documented 0x55555554: keys 1-15 access-disabled) when the CPU and kernel use
-// protection keys and the value differs. Returns the value found before, or 0 when nothing was
-// done (no PKU).
-unsigned reset_thread_pkru();
+// protection keys and the value differs.
+void reset_thread_pkru();
 
 }  // namespace ublk
