@@ -33,9 +33,9 @@ unsigned pow2_at_least(unsigned n) {
 // (closing the ring cancels whatever is left).
 constexpr uint64_t kStopGraceNs = 5ULL * 1000000000ULL;
 
-// Completions handled per pass of the loop before the next submit (see Queue::loop).
-// UBLK_TS_CQES_PER_PASS overrides it for measurements; 0 means no bound.
-constexpr unsigned kCqesPerPass = 8;
+// Completions handled per pass of the loop before the next submit (see Queue::loop): all of
+// them. UBLK_TS_CQES_PER_PASS=N bounds it, for measurements; 0 (the default) means no bound.
+constexpr unsigned kCqesPerPass = ~0u;
 
 unsigned cqes_per_pass_from_env() {
   const char *v = getenv("UBLK_TS_CQES_PER_PASS");
@@ -165,7 +165,9 @@ int Queue::setup(std::string &why) {
   descs_ = (io_desc *)m;
 
   slots_ = new (std::nothrow) IoSlot[depth];
-  if (!slots_) {
+  arrived_ = new (std::nothrow) unsigned[depth];
+  arrived_cap_ = depth;
+  if (!slots_ || !arrived_) {
     why = "allocating tags";
     return -ENOMEM;
   }
@@ -224,6 +226,7 @@ int Queue::setup(std::string &why) {
       on_batch_cqe(ud_tag, res, cqe_flags);
     }
   }
+  start_arrived();
   if (stop_requested_.load()) {
     why = "stopped during setup";
     return -ECANCELED;
@@ -244,6 +247,8 @@ void Queue::teardown() {
   bufs_ = nullptr;
   delete[] slots_;
   slots_ = nullptr;
+  delete[] arrived_;
+  arrived_ = nullptr;
 }
 
 // ---- the loop ---------------------------------------------------------------------------------
@@ -283,21 +288,25 @@ void Queue::loop() {
       break;
     }
 
-    // At most kCqesPerPass completions per pass, then back to submit: what they produced
-    // (commits, new backing I/O) reaches the kernel without waiting for the rest. A backing
-    // file whose I/O completes inside io_uring_enter (a filesystem on a RAM disk or pmem, page
-    // cache hits) copies the data of every SQE in the submit before returning, so one pass over
-    // 32 new writes held every commit until all 32 were copied; fio saw completions in bursts.
-    // Measured in the VM (ext4 on brd, 128k seq write QD32, 5 interleaved rounds): median 0.68x
-    // the kernel loop unbounded, 1.17x with 8 per pass (4: 0.85x, 16: 0.91x), 8 ahead in 4
-    // rounds of 5; reads and 4k random reads unchanged within the noise (bench/README.md).
-    // Remaining CQEs stay in the ring: the next submit-and-wait returns at once.
+    // Every completion of this pass first, then the backing I/O of the requests that arrived in
+    // it (start_arrived): the SQ then holds this pass's commits ahead of its new backing I/O.
+    // A backing file whose I/O completes inside io_uring_enter (a filesystem on a RAM disk or
+    // pmem, page-cache hits) copies the data of each SQE during the submit, in SQ order; with
+    // new backing I/O queued as each request arrived, the commits behind it waited for those
+    // copies, and fio saw its completions late and in bursts. An earlier fix bounded the pass to
+    // 8 completions (128k seq write 0.68x -> 1.17x the kernel loop, 2026-11); measured in the
+    // VM since (ext4 on brd, QD32, queue thread on CPU 0, 4 interleaved rounds in one boot, x the
+    // kernel loop): bounded 0.78x / 0.77x on 128k read / write, 0.90x / 0.79x on 4k random read
+    // / write; unbounded 0.87x / 0.90x, 0.84x / 0.85x; unbounded with commits first 0.91x /
+    // 0.89x, 0.93x / 0.89x (bench/README.md, "Commits before new backing I/O").
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       on_cqe(cqe);
       if (++seen == cqes_per_pass_) break;
     }
     io_uring_cq_advance(&ring_, seen);
+    flush_commits();  // batch mode: its COMMIT_IO_CMDS, too, ahead of the new backing I/O
+    start_arrived();
   }
 }
 
@@ -383,14 +392,27 @@ void Queue::on_ublk_cmd(unsigned tag, int res) {
   on_command_refused(res, "COMMIT_AND_FETCH_REQ");
 }
 
-// A request arrived at `tag` (its descriptor is filled): hand it to the target.
+// A request arrived at `tag` (its descriptor is filled): account for it, and note it for the
+// target.
 void Queue::start_request(unsigned tag) {
   IoSlot &s = slots_[tag];
   s.busy = true;
   busy_++;
   s.start_ns = now_ns();
   QueueCounters::bump(counters_.inflight);
-  cfg_.target->queue_io(*this, tag);
+  // Started after the pass's commits are queued (see loop()). A tag comes back only after its
+  // commit is submitted, so at most one entry per tag; the check is a safety net.
+  if (n_arrived_ == arrived_cap_) {
+    cfg_.target->queue_io(*this, tag);
+    return;
+  }
+  arrived_[n_arrived_++] = tag;
+}
+
+// Hands the requests noted by start_request() to the target, in arrival order.
+void Queue::start_arrived() {
+  for (unsigned i = 0; i < n_arrived_; i++) cfg_.target->queue_io(*this, arrived_[i]);
+  n_arrived_ = 0;
 }
 
 void Queue::on_command_refused(int res, const char *what) {

@@ -154,6 +154,7 @@ class Queue {
   void on_cqe(const struct io_uring_cqe *cqe);
   void on_ublk_cmd(unsigned tag, int res);
   void start_request(unsigned tag);
+  void start_arrived();
   void on_command_refused(int res, const char *what);
   // batch mode (see DeviceConfig::batch)
   int batch_setup(std::string &why);
@@ -174,6 +175,9 @@ class Queue {
   unsigned q_id_;
   unsigned worker_;  // this thread's tags: worker_, worker_ + threads_per_queue, ...
   unsigned cqes_per_pass_;  // completions per loop pass before the next submit
+  unsigned *arrived_ = nullptr;  // requests of this pass not yet handed to the target (loop())
+  unsigned arrived_cap_ = 0;
+  unsigned n_arrived_ = 0;
   std::thread thread_;
   std::atomic<int> tid_{0};
   cpu_set_t cpus_{};

@@ -135,8 +135,9 @@ void Queue::queue_batch_fetch() {
 void Queue::flush_commits() {
   if (!cfg_.batch || commit_count_ == 0) return;
   prep_batch_cmd(kIoCommitIoCmds, commit_bufs_[commit_cur_], commit_count_, kBatchCommit);
-  // The kernel reads the elements while the submit right after this issues the command; the
-  // other buffer fills meanwhile, and this one is reused only after that submit.
+  // The kernel reads the elements while the next submit issues the command; the other buffer
+  // fills meanwhile. The loop flushes at most twice between two submits (at the end of a pass,
+  // then right before its submit-and-wait), so a buffer is reused only after that submit.
   commit_cur_ ^= 1;
   commit_count_ = 0;
 }
