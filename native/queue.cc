@@ -296,9 +296,9 @@ void Queue::loop() {
     // copies, and fio saw its completions late and in bursts. An earlier fix bounded the pass to
     // 8 completions (128k seq write 0.68x -> 1.17x the kernel loop, 2026-11); measured in the
     // VM since (ext4 on brd, QD32, queue thread on CPU 0, 4 interleaved rounds in one boot, x the
-    // kernel loop): bounded 0.78x / 0.77x on 128k read / write, 0.90x / 0.79x on 4k random read
-    // / write; unbounded 0.87x / 0.90x, 0.84x / 0.85x; unbounded with commits first 0.91x /
-    // 0.89x, 0.93x / 0.89x (bench/README.md, "Commits before new backing I/O").
+    // kernel loop): bounded 0.78x / 0.80x on 128k read / write, 0.86x / 0.80x on 4k random read
+    // / write; unbounded 0.87x / 0.90x, 0.82x / 0.87x; unbounded with commits first 0.91x /
+    // 0.90x, 0.91x / 0.91x (bench/README.md, "Commits before new backing I/O").
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       on_cqe(cqe);
