@@ -34,7 +34,7 @@ unsigned pow2_at_least(unsigned n) {
 constexpr uint64_t kStopGraceNs = 5ULL * 1000000000ULL;
 
 // Completions handled per pass of the loop before the next submit (see Queue::loop): all of
-// them. UBLK_TS_CQES_PER_PASS=N bounds it, for measurements; 0 (the default) means no bound.
+// them. UBLK_TS_CQES_PER_PASS=N bounds it, for measurements (0: no bound, the default).
 constexpr unsigned kCqesPerPass = ~0u;
 
 unsigned cqes_per_pass_from_env() {
@@ -166,7 +166,6 @@ int Queue::setup(std::string &why) {
 
   slots_ = new (std::nothrow) IoSlot[depth];
   arrived_ = new (std::nothrow) unsigned[depth];
-  arrived_cap_ = depth;
   if (!slots_ || !arrived_) {
     why = "allocating tags";
     return -ENOMEM;
@@ -402,7 +401,7 @@ void Queue::start_request(unsigned tag) {
   QueueCounters::bump(counters_.inflight);
   // Started after the pass's commits are queued (see loop()). A tag comes back only after its
   // commit is submitted, so at most one entry per tag; the check is a safety net.
-  if (n_arrived_ == arrived_cap_) {
+  if (n_arrived_ == cfg_.depth) {
     cfg_.target->queue_io(*this, tag);
     return;
   }

@@ -175,8 +175,7 @@ class Queue {
   unsigned q_id_;
   unsigned worker_;  // this thread's tags: worker_, worker_ + threads_per_queue, ...
   unsigned cqes_per_pass_;  // completions per loop pass before the next submit
-  unsigned *arrived_ = nullptr;  // requests of this pass not yet handed to the target (loop())
-  unsigned arrived_cap_ = 0;
+  unsigned *arrived_ = nullptr;  // requests of this pass not yet handed to the target (loop()); depth entries
   unsigned n_arrived_ = 0;
   std::thread thread_;
   std::atomic<int> tid_{0};
