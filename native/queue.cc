@@ -46,10 +46,26 @@ unsigned cqes_per_pass_from_env() {
   return n == 0 ? ~0u : (unsigned)n;
 }
 
+// Tests only: UBLK_TS_TEST_AUTO_BUF_MISS=N asks the kernel (AUTO_BUF_REG) to install the pages of
+// every Nth tag at a buffer-table index past the end of the table. The kernel's registration then
+// fails, and its FALLBACK path (NEED_REG_BUF, the server registers by hand) is exercised on the
+// real driver (test/integration/zc-fallback.test.ts). Unset or 0: every tag at its own index.
+unsigned auto_buf_miss_from_env() {
+  const char *v = getenv("UBLK_TS_TEST_AUTO_BUF_MISS");
+  if (!v || !*v) return 0;
+  char *end = nullptr;
+  unsigned long n = strtoul(v, &end, 10);
+  return *end ? 0 : (unsigned)n;
+}
+
 }  // namespace
 
 Queue::Queue(const DeviceConfig &cfg, unsigned q_id, unsigned worker)
-    : cfg_(cfg), q_id_(q_id), worker_(worker), cqes_per_pass_(cqes_per_pass_from_env()) {
+    : cfg_(cfg),
+      q_id_(q_id),
+      worker_(worker),
+      cqes_per_pass_(cqes_per_pass_from_env()),
+      auto_buf_miss_every_(auto_buf_miss_from_env()) {
   // Created here, not on the queue thread, so request_stop() never races with its creation.
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
 }
@@ -369,7 +385,7 @@ void Queue::queue_fetch(unsigned tag, bool commit, int result) {
   if (cfg_.mode == DataMode::ZcAuto) {
     // The kernel installs the next request's pages at buffer index `tag` before the CQE; with
     // FALLBACK a failed installation is reported through NEED_REG_BUF instead of failing.
-    sqe->addr = auto_buf_reg_addr((__u16)tag, kAutoBufRegFallback);
+    sqe->addr = auto_buf_reg_addr(auto_buf_index(tag), kAutoBufRegFallback);
   }
   io_cmd *cmd = (io_cmd *)sqe->cmd;
   cmd->q_id = (__u16)q_id_;
@@ -399,6 +415,7 @@ void Queue::start_request(unsigned tag) {
   busy_++;
   s.start_ns = now_ns();
   QueueCounters::bump(counters_.inflight);
+  if (cfg_.mode == DataMode::ZcAuto && (descs_[tag].op_flags & kIoFNeedRegBuf)) QueueCounters::bump(counters_.zc_fallback_regs);
   // Started after the pass's commits are queued (see loop()). A tag comes back only after its
   // commit is submitted, so at most one entry per tag; the check is a safety net.
   if (n_arrived_ == cfg_.depth) {
@@ -441,6 +458,12 @@ void Queue::complete(unsigned tag, int result) {
 }
 
 // ---- the data path: the one place that knows the data modes ----------------------------------
+
+__u16 Queue::auto_buf_index(unsigned tag) const {
+  // The table has `depth` slots (setup): index `depth` is past its end.
+  if (auto_buf_miss_every_ && tag % auto_buf_miss_every_ == 0) return (__u16)cfg_.depth;
+  return (__u16)tag;
+}
 
 bool Queue::need_manual_reg(unsigned tag) const {
   if (cfg_.mode == DataMode::ZcExplicit) return true;

@@ -170,11 +170,13 @@ class Queue {
   void arm_wake();
   __u64 cmd_addr(unsigned tag) const;
   bool need_manual_reg(unsigned tag) const;
+  __u16 auto_buf_index(unsigned tag) const;
 
   DeviceConfig cfg_;
   unsigned q_id_;
   unsigned worker_;  // this thread's tags: worker_, worker_ + threads_per_queue, ...
   unsigned cqes_per_pass_;  // completions per loop pass before the next submit
+  unsigned auto_buf_miss_every_;  // tests only: see auto_buf_miss_from_env() in queue.cc
   unsigned *arrived_ = nullptr;  // requests of this pass not yet handed to the target (loop()); depth entries
   unsigned n_arrived_ = 0;
   std::thread thread_;

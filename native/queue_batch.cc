@@ -74,11 +74,11 @@ int Queue::batch_setup(std::string &why) {
 }
 
 // Element `i` of a PREP or COMMIT array: the tag, its buffer-table index (AUTO_BUF_REG: the same
-// as the tag, as in per-tag mode), the result, and in copy mode the tag's buffer.
+// as the tag, as in per-tag mode; see auto_buf_index), the result, and in copy mode the tag's buffer.
 void Queue::put_batch_elem(uint8_t *array, unsigned i, unsigned tag, int result) {
   batch_elem *e = (batch_elem *)(array + (size_t)i * elem_bytes_);
   e->tag = (__u16)tag;
-  e->buf_index = (__u16)tag;
+  e->buf_index = auto_buf_index(tag);
   e->result = result;
   if (batch_flags_ & kBatchFHasBufAddr) {
     __u64 addr = (__u64)(uintptr_t)slots_[tag].buf;

@@ -262,6 +262,7 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
       o.Set("latencyCounts", counts);
       o.Set("latencySumUs", (double)c.latency_sum_us);
       o.Set("jsCalls", (double)c.js_calls);
+      o.Set("zcFallbackRegs", (double)c.zc_fallback_regs);
       out.Set(i, o);
     }
     return out;

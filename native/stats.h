@@ -30,6 +30,9 @@ struct QueueCounters {
   std::atomic<uint64_t> latency[kNumLatencyBuckets]{};
   std::atomic<uint64_t> latency_sum_us{0};
   std::atomic<uint64_t> js_calls{0};
+  // AUTO_BUF_REG: requests whose pages the kernel could not install in the buffer table
+  // (UBLK_IO_F_NEED_REG_BUF), which the server then registered by hand.
+  std::atomic<uint64_t> zc_fallback_regs{0};
 
   static void bump(std::atomic<uint64_t> &c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -56,6 +59,7 @@ struct CounterTotals {
   uint64_t latency[kNumLatencyBuckets]{};
   uint64_t latency_sum_us = 0;
   uint64_t js_calls = 0;
+  uint64_t zc_fallback_regs = 0;
 
   void add(const QueueCounters &c) {
     auto get = [](const std::atomic<uint64_t> &a) { return a.load(std::memory_order_relaxed); };
@@ -68,6 +72,7 @@ struct CounterTotals {
     for (unsigned b = 0; b < kNumLatencyBuckets; b++) latency[b] += get(c.latency[b]);
     latency_sum_us += get(c.latency_sum_us);
     js_calls += get(c.js_calls);
+    zc_fallback_regs += get(c.zc_fallback_regs);
   }
 };
 

@@ -120,8 +120,11 @@ export interface QueueStats {
   latencySumUs: number;
   /** calls into JavaScript made from this queue thread (must stay 0) */
   jsCalls: number;
-  /** heap allocations made by this queue thread after it reported ready (must stay 0) */
-  allocsAfterReady: number;
+  /**
+   * zero copy with AUTO_BUF_REG: requests the kernel could not register in the buffer table
+   * (NEED_REG_BUF), registered by the server instead; 0 in the other modes
+   */
+  zcFallbackRegs: number;
 }
 
 export interface QueueExitEvent {

@@ -41,6 +41,11 @@ const F = {
     type: 'histogram',
     help: 'Time from the request reaching the server to its completion being committed, by device and queue.',
   },
+  zcFallback: {
+    name: 'ublk_zc_fallback_registrations_total',
+    type: 'counter',
+    help: 'Zero-copy requests whose pages the kernel could not register automatically (AUTO_BUF_REG fallback) and the server registered itself, by device and queue.',
+  },
   depth: { name: 'ublk_queue_depth', type: 'gauge', help: 'Tags (request slots) of each hardware queue, as the kernel accepted them.' },
   state: { name: 'ublk_device_state', type: 'gauge', help: "The service's view of each configured device: 1 for its current state, 0 for the others." },
   mode: { name: 'ublk_device_zero_copy_mode', type: 'gauge', help: 'Data path of each device (copy, user_copy, zc_auto, zc_explicit); always 1.' },
@@ -48,7 +53,7 @@ const F = {
 } as const satisfies Record<string, Family>;
 
 type Key = keyof typeof F;
-const ORDER: Key[] = ['ops', 'bytes', 'errors', 'inflight', 'latency', 'depth', 'state', 'mode', 'info'];
+const ORDER: Key[] = ['ops', 'bytes', 'errors', 'inflight', 'latency', 'zcFallback', 'depth', 'state', 'mode', 'info'];
 
 /** The text before the value of every sample of one queue: `name{labels} `. */
 interface QueueText {
@@ -56,6 +61,7 @@ interface QueueText {
   bytes: string[];
   errors: string[];
   inflight: string;
+  zcFallback: string;
   depth: string;
   /** per bucket bound of `bounds` */
   buckets: string[];
@@ -74,6 +80,7 @@ function queueText(dev: string, queue: string, bounds: number[]): QueueText {
     bytes: perOp(F.bytes.name),
     errors: perOp(F.errors.name),
     inflight: `${F.inflight.name}{${l}} `,
+    zcFallback: `${F.zcFallback.name}{${l}} `,
     depth: `${F.depth.name}{${l}} `,
     buckets: les.map((ub) => `${F.latency.name}_bucket{${l},le="${secondsLabel(ub)}"} `),
     bounds,
@@ -112,7 +119,7 @@ export class UblkExposition {
   private readonly devices = new Map<string, DeviceText>();
 
   render(devices: readonly MetricsDevice[]): string {
-    const out: Record<Key, string[]> = { ops: [], bytes: [], errors: [], inflight: [], latency: [], depth: [], state: [], mode: [], info: [] };
+    const out: Record<Key, string[]> = { ops: [], bytes: [], errors: [], inflight: [], latency: [], zcFallback: [], depth: [], state: [], mode: [], info: [] };
     const seenQ = new Set<string>();
     const seenD = new Set<string>();
     for (const d of devices) {
@@ -157,6 +164,7 @@ export class UblkExposition {
       out.errors.push(t.errors[i] + (q.errors[op] ?? 0));
     });
     out.inflight.push(t.inflight + q.inflight);
+    out.zcFallback.push(t.zcFallback + (q.zcFallbackRegs ?? 0));
     if (depth !== undefined) out.depth.push(t.depth + depth);
     // native counts are per bucket; Prometheus buckets are cumulative
     let cum = 0;

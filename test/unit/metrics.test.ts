@@ -29,7 +29,7 @@ function queue(queueId: number, n: number): QueueStats {
     latencyCounts: counts,
     latencySumUs: 123456,
     jsCalls: 0,
-    allocsAfterReady: 0,
+    zcFallbackRegs: queueId === 1 ? 3 : 0,
   };
 }
 
@@ -94,6 +94,7 @@ test('exposition: every ublk family, per device and queue, read at scrape time',
     ublk_io_errors_total: 'counter',
     ublk_io_inflight: 'gauge',
     ublk_io_latency_seconds: 'histogram',
+    ublk_zc_fallback_registrations_total: 'counter',
     ublk_queue_depth: 'gauge',
     ublk_device_state: 'gauge',
     ublk_device_zero_copy_mode: 'gauge',
@@ -106,6 +107,8 @@ test('exposition: every ublk family, per device and queue, read at scrape time',
   assert.equal(find(e, 'ublk_io_errors_total', { dev: '0', queue: '0', op: 'flush' })[0].value, 1);
   assert.equal(find(e, 'ublk_io_inflight', { dev: '0', queue: '1' })[0].value, 2);
   assert.equal(find(e, 'ublk_queue_depth', { dev: '0', queue: '0' })[0].value, 128);
+  assert.equal(find(e, 'ublk_zc_fallback_registrations_total', { dev: '0', queue: '1' })[0].value, 3);
+  assert.equal(find(e, 'ublk_zc_fallback_registrations_total', { dev: '0', queue: '0' })[0].value, 0);
 
   const buckets = find(e, 'ublk_io_latency_seconds_bucket', { dev: '0', queue: '0' });
   assert.equal(buckets.length, 20);
