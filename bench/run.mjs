@@ -19,7 +19,9 @@ const { modeFromFlags } = createRequire(import.meta.url)('../dist/daemon/feature
 
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const CLI = [process.execPath, 'bin/ublk-ts'];
-const FILE = path.join(cfg.workDir, 'backing.img');
+// BENCH_BACKING=nullb: the rows' "file" is a null_blk disk itself (see setUpNullb).
+const NULLB = { dev: '/dev/nullb0', dir: '/sys/kernel/config/nullb/nullb0', completionNs: 20000 };
+const FILE = cfg.backing === 'nullb' ? NULLB.dev : path.join(cfg.workDir, 'backing.img');
 const CLK_TCK = Number(sh('getconf', ['CLK_TCK']).stdout.trim()) || 100;
 const t0 = Date.now();
 
@@ -95,7 +97,32 @@ if (cfg.backing === 'ext4-ram') {
   must('mkfs.ext4', ['-q', '-F', '/dev/ram0']);
   must('mount', ['/dev/ram0', cfg.workDir]);
 }
-{
+// A disk with no data and no copy: null_blk completes each request from a timer after
+// NULLB.completionNs, as a fast SSD would by interrupt, and moves nothing. What is left of a row's
+// cost is its own per-I/O work (the server's protocol, the loop driver's hand-offs), not the RAM
+// copy that ext4-ram puts on whichever thread submits the backing I/O.
+function setUpNullb() {
+  const mib = Math.ceil(cfg.fileSize / 1048576);
+  if (!fs.existsSync('/sys/kernel/config/nullb')) {
+    sh('mount', ['-t', 'configfs', 'none', '/sys/kernel/config']);
+    if (!fs.existsSync('/sys/kernel/config/nullb')) throw new Error('no /sys/kernel/config/nullb: is null_blk loaded (the VM init loads it)?');
+  }
+  fs.mkdirSync(NULLB.dir);
+  // max_sectors: null_blk's default is 255 sectors, which splits every 128k request in two; a
+  // NOWAIT bio that must be split fails with EAGAIN, and io_uring sends it to an io-wq worker
+  // (seen as io_wq_enqueue in the queue thread's profile, 2026-12-03). 1 MiB, as a disk would have.
+  const attrs = { size: mib, blocksize: 512, max_sectors: 2048, irqmode: 2, completion_nsec: NULLB.completionNs, hw_queue_depth: 256, submit_queues: 2, memory_backed: 0, power: 1 };
+  for (const [k, v] of Object.entries(attrs)) fs.writeFileSync(path.join(NULLB.dir, k), String(v));
+  if (!fs.existsSync(NULLB.dev)) throw new Error(`${NULLB.dev} did not appear after powering ${NULLB.dir} on`);
+  fs.writeFileSync('/sys/block/nullb0/queue/scheduler', 'none');
+  result.backing = { path: NULLB.dev, bytes: mib * 1048576, fill: 'none', fs: `null_blk (no data; timer completion after ${NULLB.completionNs / 1000} µs; ${attrs.submit_queues} queues of ${attrs.hw_queue_depth})`, fill_s: 0 };
+  log(`backing ${NULLB.dev}: ${result.backing.fs}`);
+}
+function tearDownNullb() {
+  try { fs.writeFileSync(path.join(NULLB.dir, 'power'), '0'); fs.rmdirSync(NULLB.dir); } catch (e) { log(`null_blk tear-down: ${e.message}`); }
+}
+if (cfg.backing === 'nullb') setUpNullb();
+else {
   const mib = Math.ceil(cfg.fileSize / 1048576);
   const tf = Date.now();
   // Random data, written once; every row that needs a file uses this one.
@@ -454,3 +481,4 @@ save();
 log(`done in ${((Date.now() - t0) / 1000).toFixed(0)}s, ${result.errors.length} error(s)`);
 try { fs.rmSync(cfg.workDir, { recursive: true, force: true }); } catch { /* tmpfs anyway */ }
 if (cfg.backing === 'ext4-ram') sh('umount', [cfg.workDir]);
+if (cfg.backing === 'nullb') tearDownNullb();

@@ -9,7 +9,8 @@
 //   BENCH_ROUNDS=N       run every row x job N times, interleaved, and report medians (default 1)
 //   BENCH_FILE_SIZE=1G   backing file size (K/M/G suffixes)     BENCH_TAG=name result name suffix (default runN)
 //   BENCH_OUT=DIR        where results go (default bench/results)
-//   BENCH_BACKING=K      ext4-ram (default in the VM): ext4 on the guest's brd RAM disk; or tmpfs
+//   BENCH_BACKING=K      ext4-ram (default in the VM): ext4 on the guest's brd RAM disk; or tmpfs;
+//                        or nullb: the null_blk device itself (no data, completions by timer)
 //   BENCH_VM_TIMEOUT=S   total VM timeout (default: generous estimate from the above)
 //   BENCH_WAIT_QUIET=S   wait up to S s for other QEMU guests/builds on this host to end before booting,
 //                        and up to S s in all (180 s per job) before jobs while the host is busy
@@ -68,8 +69,8 @@ const mode = env.BENCH_MODE || (hasUblk && process.getuid?.() === 0 ? 'host' : '
 // ext4 on a RAM disk behaves like a filesystem on a disk (reads and writes complete inline in the
 // queue thread); tmpfs sends every backing I/O of a ublk server to io-wq workers. See bench/README.md.
 const backing = env.BENCH_BACKING || (mode === 'vm' ? 'ext4-ram' : 'tmpfs');
-if (!['tmpfs', 'ext4-ram'].includes(backing)) die(`BENCH_BACKING must be tmpfs or ext4-ram, not "${backing}"`);
-if (backing !== 'tmpfs' && mode !== 'vm') die('BENCH_BACKING=ext4-ram needs the VM (its init loads brd)');
+if (!['tmpfs', 'ext4-ram', 'nullb'].includes(backing)) die(`BENCH_BACKING must be tmpfs, ext4-ram or nullb, not "${backing}"`);
+if (backing !== 'tmpfs' && mode !== 'vm') die(`BENCH_BACKING=${backing} needs the VM (its init loads brd and null_blk)`);
 if (!['vm', 'host'].includes(mode)) die(`BENCH_MODE=${mode}: use vm or host`);
 const waitQuiet = num('BENCH_WAIT_QUIET', 900, 0);
 const partial = rows.length < ROWS.length || jobs.length < JOBS.length;

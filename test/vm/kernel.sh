@@ -19,7 +19,9 @@ CACHE=${UBLK_TS_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ublk-ts-vm}
 #  ext4: filesystem round trips on ublk disks.
 #  brd: a RAM disk for the benchmark's backing filesystem (ext4 on it has NOWAIT I/O; tmpfs
 #        has none, and io_uring hands every tmpfs read to a worker thread).
-WANT=(9pnet_virtio 9p overlay ublk_drv loop ext4 brd)
+#  null_blk: the benchmark's `BENCH_BACKING=nullb`, a disk that completes asynchronously and
+#        moves no data (loaded without devices; the benchmark makes one through configfs).
+WANT=(9pnet_virtio 9p overlay ublk_drv loop ext4 brd null_blk)
 # Bump when the layout of the cache dir changes.
 LAYOUT=1
 
