@@ -5,6 +5,7 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as path from 'node:path';
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
@@ -241,4 +242,17 @@ export function processAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** GET over plain HTTP (a /metrics endpoint, Prometheus's API): status and body. */
+export function httpGet(url: string, timeoutMs = 30_000): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${url}: timeout`)));
+    req.on('error', reject);
+  });
 }

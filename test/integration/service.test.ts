@@ -11,27 +11,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as path from 'node:path';
 import { requireKernel } from './kernel-gate';
-import { REPO, cli, fio, makeBacking, processAlive, sh, sleep, verifyJobs, waitFor, workDir } from './helpers';
+import { REPO, cli, fio, httpGet, makeBacking, processAlive, sh, sleep, verifyJobs, waitFor, workDir } from './helpers';
 import { listenNotify, python3, type NotifyListener } from '../notify-socket';
 import { find, parseExposition } from '../prom-text';
 
 const SERVE = path.join(REPO, 'dist', 'daemon', 'cli.js');
 const WATCHDOG_USEC = 3_000_000; // pings every 1.5 s
-
-function httpGet(url: string, timeoutMs = 30_000): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${url}: timeout`)));
-    req.on('error', reject);
-  });
-}
 
 function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;

@@ -11,25 +11,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as path from 'node:path';
 import { requireKernel } from './kernel-gate';
-import { REPO, cli, fio, makeBacking, sleep, trace, verifyJobs, waitFor, workDir } from './helpers';
+import { REPO, cli, fio, httpGet, makeBacking, sleep, trace, verifyJobs, waitFor, workDir } from './helpers';
 import { find, parseExposition } from '../prom-text';
 
 const SERVE = path.join(REPO, 'dist', 'daemon', 'cli.js');
-
-function httpGet(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET ${url}: ${res.statusCode}`))));
-    });
-    req.setTimeout(30_000, () => req.destroy(new Error(`GET ${url}: timeout`)));
-    req.on('error', reject);
-  });
-}
 
 interface LogRecord {
   event?: string;
@@ -89,7 +76,9 @@ describe('zero copy (auto): requests the kernel could not register are registere
 
       const address = records().find((r) => r.event === 'metrics_listening')?.address;
       assert.ok(address, 'metrics address logged');
-      const e = parseExposition(await httpGet(`http://${address}/metrics`));
+      const r = await httpGet(`http://${address}/metrics`);
+      assert.equal(r.status, 200);
+      const e = parseExposition(r.body);
       const dev = String(id);
       const total = (metric: string) => find(e, metric, { dev }).reduce((a, s) => a + s.value, 0);
       const ops = total('ublk_io_operations_total');
