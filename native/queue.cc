@@ -383,8 +383,9 @@ void Queue::queue_fetch(unsigned tag, bool commit, int result) {
   sqe->flags = IOSQE_FIXED_FILE;
   sqe->cmd_op = commit ? kIoCommitAndFetchReq : kIoFetchReq;
   if (cfg_.mode == DataMode::ZcAuto) {
-    // The kernel installs the next request's pages at buffer index `tag` before the CQE; with
-    // FALLBACK a failed installation is reported through NEED_REG_BUF instead of failing.
+    // The kernel installs the next request's pages at buffer index `tag` (auto_buf_index) before
+    // the CQE; with FALLBACK a failed installation is reported through NEED_REG_BUF instead of
+    // failing.
     sqe->addr = auto_buf_reg_addr(auto_buf_index(tag), kAutoBufRegFallback);
   }
   io_cmd *cmd = (io_cmd *)sqe->cmd;
@@ -415,7 +416,9 @@ void Queue::start_request(unsigned tag) {
   busy_++;
   s.start_ns = now_ns();
   QueueCounters::bump(counters_.inflight);
-  if (cfg_.mode == DataMode::ZcAuto && (descs_[tag].op_flags & kIoFNeedRegBuf)) QueueCounters::bump(counters_.zc_fallback_regs);
+  if (cfg_.mode == DataMode::ZcAuto && (descs_[tag].op_flags & kIoFNeedRegBuf)) {
+    QueueCounters::bump(counters_.zc_fallback_regs);  // the kernel could not install its pages
+  }
   // Started after the pass's commits are queued (see loop()). A tag comes back only after its
   // commit is submitted, so at most one entry per tag; the check is a safety net.
   if (n_arrived_ == cfg_.depth) {
