@@ -128,8 +128,11 @@ export function markdown(res) {
   L.push(`- guest kernel: ${g.kernel}${g.in_vm ? ` in QEMU TCG (${res.host.qemu}), ${g.vcpus} vCPUs, ${g.mem_mib} MiB` : ` (on the host, ${g.vcpus} CPUs)`}`);
   L.push(`- host CPU: ${res.host.cpu_model} (${res.host.cpus} CPUs), host kernel ${res.host.kernel}`);
   L.push(`- ${g.fio}, node ${g.node}, ${g.losetup}; ${g.ublk_features}`);
-  if (res.backing.fill === 'none') L.push(`- backing: ${res.backing.path}, ${res.backing.bytes / 1048576} MiB, ${res.backing.fs}; raw-file, kernel-loop and the ublk loop rows all use it; null rows are ${res.backing.bytes / 1048576} MiB too`);
-  else L.push(`- backing file: ${res.backing.bytes / 1048576} MiB of random data (${res.backing.fill}) on the guest's ${res.backing.fs} ${res.backing.path}; raw-file, kernel-loop and the ublk loop rows all use it; null rows are ${res.backing.bytes / 1048576} MiB too`);
+  const mib = res.backing.bytes / 1048576;
+  const what = res.backing.fill === 'none' // BENCH_BACKING=nullb: a device, no data
+    ? `backing: ${res.backing.path}, ${mib} MiB, ${res.backing.fs}`
+    : `backing file: ${mib} MiB of random data (${res.backing.fill}) on the guest's ${res.backing.fs} ${res.backing.path}`;
+  L.push(`- ${what}; raw-file, kernel-loop and the ublk loop rows all use it; null rows are ${mib} MiB too`);
   L.push(`- fio: \`fio ${res.fio_args}\` (runtime ${res.config.runtime} s after ${res.config.ramp} s ramp)${res.config.rounds > 1 ? `; every row × job ran ${res.config.rounds} times, interleaved (odd rounds in reverse row order): the tables show medians${res.config.ratios === 'per-round' ? ', and every ratio (× loop, checks) is the median of the rounds\' own ratios (a row ÷ its reference in the same round)' : ''}` : ''}`);
   const anyU = rowNames(res).map((n) => res.rows[n]).find((r) => r.info?.queue_depth);
   if (anyU) L.push(`- ublk devices: ${anyU.info.nr_hw_queues} queue, depth ${anyU.info.queue_depth}, max request ${anyU.info.max_rq_size} B (CLI defaults)`);

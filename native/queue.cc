@@ -416,9 +416,7 @@ void Queue::start_request(unsigned tag) {
   busy_++;
   s.start_ns = now_ns();
   QueueCounters::bump(counters_.inflight);
-  if (cfg_.mode == DataMode::ZcAuto && (descs_[tag].op_flags & kIoFNeedRegBuf)) {
-    QueueCounters::bump(counters_.zc_fallback_regs);  // the kernel could not install its pages
-  }
+  if (auto_reg_missed(tag)) QueueCounters::bump(counters_.zc_fallback_regs);
   // Started after the pass's commits are queued (see loop()). A tag comes back only after its
   // commit is submitted, so at most one entry per tag; the check is a safety net.
   if (n_arrived_ == cfg_.depth) {
@@ -468,9 +466,13 @@ __u16 Queue::auto_buf_index(unsigned tag) const {
   return (__u16)tag;
 }
 
-bool Queue::need_manual_reg(unsigned tag) const {
-  if (cfg_.mode == DataMode::ZcExplicit) return true;
+// AUTO_BUF_REG with FALLBACK: the kernel could not install this request's pages (NEED_REG_BUF).
+bool Queue::auto_reg_missed(unsigned tag) const {
   return cfg_.mode == DataMode::ZcAuto && (descs_[tag].op_flags & kIoFNeedRegBuf);
+}
+
+bool Queue::need_manual_reg(unsigned tag) const {
+  return cfg_.mode == DataMode::ZcExplicit || auto_reg_missed(tag);
 }
 
 void Queue::start_data_rw(unsigned tag, bool write, __u64 file_off, __u32 len, bool fua) {

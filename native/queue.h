@@ -169,6 +169,7 @@ class Queue {
   void prep_buf_cmd(struct io_uring_sqe *sqe, bool reg, unsigned tag);
   void arm_wake();
   __u64 cmd_addr(unsigned tag) const;
+  bool auto_reg_missed(unsigned tag) const;
   bool need_manual_reg(unsigned tag) const;
   __u16 auto_buf_index(unsigned tag) const;
 

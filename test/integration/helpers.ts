@@ -2,7 +2,7 @@
 // server process per device) against the real kernel driver, with real fio, mkfs and mount.
 // Files the tests make live in the guest's /tmp (a tmpfs of its own inside the VM).
 
-import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -255,4 +255,54 @@ export function httpGet(url: string, timeoutMs = 30_000): Promise<{ status: numb
     req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${url}: timeout`)));
     req.on('error', reject);
   });
+}
+
+// ---- `ublk-ts serve` as a test's child -------------------------------------------------------
+
+/** One line of the service's JSON log. */
+export interface ServiceLogRecord {
+  event?: string;
+  devId?: number;
+  device?: string;
+  time: number;
+  address?: string;
+  [k: string]: unknown;
+}
+
+export interface ServiceRun {
+  child: ChildProcess;
+  /** the exit code, once it exited */
+  exit: Promise<number | null>;
+  /** every JSON log record written so far */
+  records(): ServiceLogRecord[];
+  /** SIGTERM, and SIGKILL if it is still there after a minute (for `after` hooks) */
+  stop(): Promise<void>;
+}
+
+/** Writes a service configuration with these devices, its metrics on an ephemeral local port. */
+export function writeServiceConfig(file: string, devices: unknown[]): void {
+  fs.writeFileSync(file, JSON.stringify({ service: { metricsAddress: '127.0.0.1:0', logLevel: 'info' }, devices }, null, 2));
+}
+
+/** Starts `ublk-ts serve --config FILE` with JSON logs; its stderr goes to ours. */
+export function startService(config: string, env: NodeJS.ProcessEnv = {}): ServiceRun {
+  const child = spawn(process.execPath, [path.join(REPO, 'dist', 'daemon', 'cli.js'), 'serve', '--config', config, '--log-format', 'json'], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d));
+  child.stderr?.on('data', (d: Buffer) => process.stderr.write(d));
+  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  return {
+    child,
+    exit,
+    records: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as ServiceLogRecord),
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      await Promise.race([exit, sleep(60_000)]);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
 }

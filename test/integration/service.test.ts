@@ -9,42 +9,28 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { requireKernel } from './kernel-gate';
-import { REPO, cli, fio, httpGet, makeBacking, processAlive, sh, sleep, verifyJobs, waitFor, workDir } from './helpers';
+import { cli, fio, httpGet, makeBacking, processAlive, sh, sleep, startService, verifyJobs, waitFor, workDir, writeServiceConfig, type ServiceRun } from './helpers';
 import { listenNotify, python3, type NotifyListener } from '../notify-socket';
 import { find, parseExposition } from '../prom-text';
 
-const SERVE = path.join(REPO, 'dist', 'daemon', 'cli.js');
 const WATCHDOG_USEC = 3_000_000; // pings every 1.5 s
 
 function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
 
-interface LogRecord {
-  event?: string;
-  devId?: number;
-  time: number;
-  address?: string;
-  [k: string]: unknown;
-}
-
 describe('serve: a device from a config file, under systemd\'s and Prometheus\'s eyes', () => {
   let listener: NotifyListener;
-  let child: ChildProcess;
-  let out = '';
-  let exit: Promise<number | null>;
+  let service: ServiceRun;
   let config: string;
   let devId = -1;
   let metricsUrl = '';
-  const records = (): LogRecord[] =>
-    out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogRecord);
-
-  const writeConfig = (devices: unknown[]) =>
-    fs.writeFileSync(config, JSON.stringify({ service: { metricsAddress: '127.0.0.1:0', logLevel: 'info' }, devices }, null, 2));
+  const records = () => service.records();
+  const writeConfig = (devices: unknown[]) => writeServiceConfig(config, devices);
 
   before(async () => {
     requireKernel();
@@ -54,21 +40,11 @@ describe('serve: a device from a config file, under systemd\'s and Prometheus\'s
     config = path.join(dir, 'service.json');
     writeConfig([{ name: 'data', target: 'loop', file: backing, queues: 2, depth: 64 }]);
     listener = await listenNotify();
-    child = spawn(process.execPath, [SERVE, 'serve', '--config', config, '--log-format', 'json'], {
-      env: { ...process.env, NOTIFY_SOCKET: listener.socket, WATCHDOG_USEC: String(WATCHDOG_USEC) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout?.on('data', (d: Buffer) => (out += d));
-    child.stderr?.on('data', (d: Buffer) => process.stderr.write(d));
-    exit = new Promise((r) => child.on('exit', (code) => r(code)));
+    service = startService(config, { NOTIFY_SOCKET: listener.socket, WATCHDOG_USEC: String(WATCHDOG_USEC) });
   });
 
   after(async () => {
-    if (child && child.exitCode === null) {
-      child.kill('SIGTERM');
-      await Promise.race([exit, sleep(60_000)]);
-      if (child.exitCode === null) child.kill('SIGKILL');
-    }
+    await service?.stop();
     listener?.close();
     cli(['del', '-a']);
   });
@@ -83,7 +59,7 @@ describe('serve: a device from a config file, under systemd\'s and Prometheus\'s
     assert.ok(fs.statSync(`/dev/ublkb${devId}`).isBlockDevice());
     sh(`dd if=/dev/ublkb${devId} of=/dev/null bs=4k count=1 iflag=direct status=none`);
     assert.equal(ready.fields.STATUS, `1/1 devices live: data=ublkb${devId}`);
-    assert.equal(ready.fields.MAINPID, String(child.pid));
+    assert.equal(ready.fields.MAINPID, String(service.child.pid));
     const before = listener.messages.slice(0, listener.messages.indexOf(ready));
     assert.ok(!before.some((m) => m.fields.READY), 'READY=1 only once');
     const m = records().find((r) => r.event === 'metrics_listening');
@@ -185,7 +161,7 @@ describe('serve: a device from a config file, under systemd\'s and Prometheus\'s
       { name: 'data', target: 'loop', file: path.join(workDir(), 'service.img'), queues: 2, depth: 64 },
       { name: 'extra', target: 'null', size: '64M' },
     ]);
-    child.kill('SIGHUP');
+    service.child.kill('SIGHUP');
     const ready = await listener.waitFor((m) => m.fields.READY === '1', 60_000, 'READY=1 after adding a device', base);
     const extra = records().filter((r) => r.event === 'live').at(-1)!.devId as number;
     assert.notEqual(extra, devId);
@@ -196,19 +172,19 @@ describe('serve: a device from a config file, under systemd\'s and Prometheus\'s
     assert.equal(del.code, 0, del.stderr);
     assert.match(del.stderr, /of the ublk-ts service/);
     await waitFor(() => !fs.existsSync(`/dev/ublkc${extra}`), 30_000, `ublkc${extra} to go`);
-    assert.ok(processAlive(child.pid!), 'the service is still running');
+    assert.ok(processAlive(service.child.pid!), 'the service is still running');
     sh(`dd if=/dev/ublkb${devId} of=/dev/null bs=4k count=1 iflag=direct status=none`);
     await waitFor(() => records().some((r) => r.event === 'device_lost'), 30_000, 'device_lost logged');
 
     const b2 = listener.messages.length;
-    child.kill('SIGHUP');
+    service.child.kill('SIGHUP');
     await listener.waitFor((m) => m.fields.READY === '1', 60_000, 'READY=1 after the reload', b2);
     const back = records().filter((r) => r.event === 'live').at(-1)!.devId as number;
     assert.ok(fs.existsSync(`/dev/ublkb${back}`), 'extra is back');
 
     const b3 = listener.messages.length;
     writeConfig([{ name: 'data', target: 'loop', file: path.join(workDir(), 'service.img'), queues: 2, depth: 64 }]);
-    child.kill('SIGHUP');
+    service.child.kill('SIGHUP');
     const r3 = await listener.waitFor((m) => m.fields.READY === '1', 60_000, 'READY=1 after removing it', b3);
     assert.equal(r3.fields.STATUS, `1/1 devices live: data=ublkb${devId}`);
     await waitFor(() => !fs.existsSync(`/dev/ublkc${back}`), 30_000, `ublkc${back} deleted`);
@@ -216,9 +192,9 @@ describe('serve: a device from a config file, under systemd\'s and Prometheus\'s
 
   test('SIGTERM: STOPPING=1, every device stopped and deleted, exit 0', async () => {
     const base = listener.messages.length;
-    child.kill('SIGTERM');
+    service.child.kill('SIGTERM');
     await listener.waitFor((m) => m.fields.STOPPING === '1', 60_000, 'STOPPING=1', base);
-    assert.equal(await exit, 0);
+    assert.equal(await service.exit, 0);
     assert.ok(!fs.existsSync(`/dev/ublkc${devId}`) && !fs.existsSync(`/dev/ublkb${devId}`), 'device deleted');
     const events = records().filter((r) => r.devId === devId).map((r) => r.event);
     for (const e of ['added', 'live', 'stopping', 'deleted', 'stopped']) {

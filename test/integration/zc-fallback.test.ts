@@ -9,60 +9,35 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { requireKernel } from './kernel-gate';
-import { REPO, cli, fio, httpGet, makeBacking, sleep, trace, verifyJobs, waitFor, workDir } from './helpers';
+import { cli, fio, httpGet, makeBacking, startService, trace, verifyJobs, waitFor, workDir, writeServiceConfig, type ServiceRun } from './helpers';
 import { find, parseExposition } from '../prom-text';
 
-const SERVE = path.join(REPO, 'dist', 'daemon', 'cli.js');
-
-interface LogRecord {
-  event?: string;
-  devId?: number;
-  device?: string;
-  address?: string;
-}
-
 describe('zero copy (auto): requests the kernel could not register are registered by the server', () => {
-  let child: ChildProcess;
-  let out = '';
-  let exit: Promise<number | null>;
-  const records = (): LogRecord[] =>
-    out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogRecord);
+  let service: ServiceRun;
   const devOf = (name: string): number => {
-    const r = records().find((x) => x.event === 'live' && x.device === name);
+    const r = service.records().find((x) => x.event === 'live' && x.device === name);
     assert.ok(r && typeof r.devId === 'number', `device "${name}" went live`);
     return r.devId;
   };
 
   before(async () => {
     requireKernel();
-    const dir = workDir();
-    const config = path.join(dir, 'zc-fallback.json');
-    const devices = [
+    const config = path.join(workDir(), 'zc-fallback.json');
+    writeServiceConfig(config, [
       { name: 'per-tag', target: 'loop', file: makeBacking('zc-fallback.img', 64), zeroCopy: 'auto', queues: 2, depth: 64 },
       { name: 'batch', target: 'loop', file: makeBacking('zc-fallback-batch.img', 64), zeroCopy: 'auto', batchIo: true, queues: 2, depth: 64 },
-    ];
-    fs.writeFileSync(config, JSON.stringify({ service: { metricsAddress: '127.0.0.1:0', logLevel: 'info' }, devices }, null, 2));
-    child = spawn(process.execPath, [SERVE, 'serve', '--config', config, '--log-format', 'json'], {
-      env: { ...process.env, UBLK_TS_TEST_AUTO_BUF_MISS: '2' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout?.on('data', (d: Buffer) => (out += d));
-    child.stderr?.on('data', (d: Buffer) => process.stderr.write(d));
-    exit = new Promise((r) => child.on('exit', (code) => r(code)));
-    await waitFor(() => records().filter((r) => r.event === 'live').length === 2 || child.exitCode !== null, 180_000, 'both devices live');
-    assert.equal(child.exitCode, null, `the service exited:\n${out}`);
+    ]);
+    service = startService(config, { UBLK_TS_TEST_AUTO_BUF_MISS: '2' });
+    const { child } = service;
+    await waitFor(() => service.records().filter((r) => r.event === 'live').length === 2 || child.exitCode !== null, 180_000, 'both devices live');
+    assert.equal(child.exitCode, null, 'the service exited before both devices were live');
   });
 
   after(async () => {
-    if (child && child.exitCode === null) {
-      child.kill('SIGTERM');
-      await Promise.race([exit, sleep(60_000)]);
-      if (child.exitCode === null) child.kill('SIGKILL');
-    }
+    await service?.stop();
     cli(['del', '-a']);
   });
 
@@ -74,7 +49,7 @@ describe('zero copy (auto): requests the kernel could not register are registere
       const res = fio(`/dev/ublkb${id}`, verifyJobs());
       for (const j of res.jobs) assert.equal(j.error, 0, `${j.jobname} reported error ${j.error}`);
 
-      const address = records().find((r) => r.event === 'metrics_listening')?.address;
+      const address = service.records().find((r) => r.event === 'metrics_listening')?.address;
       assert.ok(address, 'metrics address logged');
       const r = await httpGet(`http://${address}/metrics`);
       assert.equal(r.status, 200);
@@ -93,8 +68,8 @@ describe('zero copy (auto): requests the kernel could not register are registere
 
   test('SIGTERM: the service deletes both devices and exits 0', async () => {
     const ids = ['per-tag', 'batch'].map(devOf);
-    child.kill('SIGTERM');
-    assert.equal(await exit, 0);
+    service.child.kill('SIGTERM');
+    assert.equal(await service.exit, 0);
     for (const id of ids) assert.ok(!fs.existsSync(`/dev/ublkb${id}`), `/dev/ublkb${id} deleted`);
   });
 });
