@@ -340,6 +340,23 @@ struct io_uring_sqe *Queue::get_sqe() {
   return sqe;
 }
 
+bool Queue::submit_now_completed_inline(unsigned tag) {
+  // With DEFER_TASKRUN the completions of I/O that went to a device are posted only while this
+  // thread waits in io_uring_enter, so a CQE that appears during a submit without waiting was
+  // posted by the submit itself. (Without DEFER_TASKRUN, on kernels before 6.1, some may come
+  // from elsewhere; the answer then leans to "inline", the side that costs system calls, not
+  // io-wq hand-offs.)
+  const unsigned before = io_uring_cq_ready(&ring_);
+  io_uring_submit(&ring_);
+  const __u64 want = make_user_data(Kind::DataRw, tag);
+  unsigned head, i = 0;
+  struct io_uring_cqe *cqe;
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    if (i++ >= before && cqe->user_data == want) return true;
+  }
+  return false;
+}
+
 struct io_uring_sqe *Queue::get_target_sqe(unsigned tag) {
   struct io_uring_sqe *sqe = get_sqe();
   data_inflight_++;

@@ -142,6 +142,10 @@ class Queue {
   void start_zc_touch(unsigned tag, __u32 len);
   // Hands every SQE prepared so far to the kernel now, without waiting for completions.
   void submit_now() { io_uring_submit(&ring_); }
+  // The same, and tells whether request `tag`'s backing read or write completed inside that
+  // submit: the backing store did the work on this thread (a RAM disk, pmem, the page cache)
+  // instead of later, by interrupt.
+  bool submit_now_completed_inline(unsigned tag);
   // Ends a request: result is bytes or -errno. Sends COMMIT_AND_FETCH, or in batch mode adds it
   // to the next COMMIT_IO_CMDS (sent right before the loop's next submit).
   void complete(unsigned tag, int result);

@@ -36,33 +36,68 @@ namespace {
 // The stamp only holds until the next tick, and io_uring issues the SQEs of one submit one after
 // the other: on a backing store that copies inline (a RAM disk, pmem, the page cache) each write
 // takes its copy time, so the later writes of a batch of eight still met a new tick (~11% of
-// 128 KiB writes punted, 2026-12-02). So each write is submitted right after its stamp check
-// (one io_uring_enter per write, without waiting): punts fell to under 1% and 128 KiB sequential
-// writes went from 0.75-0.82x to 0.84-0.87x the kernel loop (medians of 5 interleaved rounds in
-// each of two boots, ext4 on brd).
-// UBLK_TS_NO_MTIME_STAMP=1 turns both off, UBLK_TS_WRITE_SUBMIT_EACH=0 the second (for measuring
-// what they save).
+// 128 KiB writes punted, 2026-12-02). Submitting each write right after its stamp check (one
+// io_uring_enter per write) brought punts under 1% there. On a disk that completes by interrupt
+// a batch is issued in microseconds and seldom meets a new tick, and submitting each write alone
+// costs what batching saves, a system call and a device notification per write (ext4 on a virtio
+// disk, 128 KiB QD32 writes, 4 interleaved rounds in each of two boots: 0.83x / 0.82x the kernel
+// loop submitting each, 0.96x / 0.92x batched; on ext4 on brd batched lost, 0.76x against 0.83x;
+// 2026-12-03). So the loop watches: the first kProbeWrites writes of every kProbePeriod are
+// submitted alone, and if most of them completed inside their own submit the backing copies
+// inline and the rest of the period's writes go alone too; if not, they are batched. (Watching
+// again every period: writes into holes of a sparse file are handed to io-wq while the blocks are
+// allocated and look asynchronous, and a file does not stay sparse.)
+// UBLK_TS_NO_MTIME_STAMP=1 turns the stamp off; UBLK_TS_WRITE_SUBMIT_EACH=0 / =1 never / always
+// submits a write alone (for measuring what they save).
+constexpr uint64_t kProbeWrites = 64;
+constexpr uint64_t kProbePeriod = 4096;
+
+enum class SubmitEach { Watch, Always, Never };
+
 struct LoopState {
   std::atomic<int64_t> stamped_tick{-1};
   std::atomic<bool> stamp{false};
-  bool submit_each_write = true;  // only while stamping: see above
+  SubmitEach submit_each = SubmitEach::Watch;  // only while stamping: see above
+  // Shared by the device's queues (Watch): writes so far, and what this period's probe saw.
+  std::atomic<uint64_t> writes{0};
+  std::atomic<uint64_t> probe_inline{0};
+  std::atomic<bool> alone{true};
 };
 
-int64_t coarse_now_ns() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+// One write, just prepared: submits it alone or leaves it to the loop's next submit.
+void submit_write(Queue &q, unsigned tag, LoopState &st) {
+  if (st.submit_each != SubmitEach::Watch) {
+    if (st.submit_each == SubmitEach::Always) q.submit_now();
+    return;
+  }
+  const uint64_t n = st.writes.fetch_add(1, std::memory_order_relaxed) % kProbePeriod;
+  if (n >= kProbeWrites) {
+    if (st.alone.load(std::memory_order_relaxed)) q.submit_now();
+    return;
+  }
+  // Queues probing at once may blur a period's count; the next period corrects it.
+  if (n == 0) st.probe_inline.store(0, std::memory_order_relaxed);
+  if (q.submit_now_completed_inline(tag)) st.probe_inline.fetch_add(1, std::memory_order_relaxed);
+  if (n == kProbeWrites - 1) st.alone.store(st.probe_inline.load(std::memory_order_relaxed) * 2 >= kProbeWrites, std::memory_order_relaxed);
 }
 
-void stamp_mtime_once_per_tick(const DeviceConfig &cfg) {
-  auto *st = static_cast<LoopState *>(cfg.target_data);
-  if (!st || !st->stamp.load(std::memory_order_relaxed)) return;
-  int64_t now = coarse_now_ns();
-  int64_t seen = st->stamped_tick.load(std::memory_order_relaxed);
-  if (seen == now || !st->stamped_tick.compare_exchange_strong(seen, now, std::memory_order_relaxed)) return;
+int64_t ns_of(const struct timespec &ts) { return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec; }
+
+// Returns whether the loop stamps (false: the writes update the timestamps themselves).
+bool stamp_mtime_once_per_tick(LoopState &st, int backing_fd) {
+  if (!st.stamp.load(std::memory_order_relaxed)) return false;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  const int64_t now = ns_of(ts);
+  int64_t seen = st.stamped_tick.load(std::memory_order_relaxed);
+  if (seen == now || !st.stamped_tick.compare_exchange_strong(seen, now, std::memory_order_relaxed)) return true;
   const struct timespec times[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
   // Not allowed (a file we may write but do not own) or not supported: writes stamp themselves.
-  if (futimens(cfg.backing_fd, times) < 0) st->stamp.store(false, std::memory_order_relaxed);
+  if (futimens(backing_fd, times) < 0) {
+    st.stamp.store(false, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
 }
 
 int loop_init(DeviceConfig &cfg, const TargetOpts &opts, std::string &why) {
@@ -85,7 +120,8 @@ int loop_init(DeviceConfig &cfg, const TargetOpts &opts, std::string &why) {
   // Only regular files carry the timestamps writes update; a block device's are not the point.
   st->stamp = !opts.read_only && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && !(off && *off && strcmp(off, "0") != 0);
   const char *each = getenv("UBLK_TS_WRITE_SUBMIT_EACH");
-  st->submit_each_write = !(each && strcmp(each, "0") == 0);
+  if (each && strcmp(each, "0") == 0) st->submit_each = SubmitEach::Never;
+  if (each && strcmp(each, "1") == 0) st->submit_each = SubmitEach::Always;
   cfg.target_data = st;
   return 0;
 }
@@ -113,10 +149,10 @@ void loop_queue_io(Queue &q, unsigned tag) {
       q.start_data_rw(tag, false, off, len, false);
       return;
     case kOpWrite: {
-      stamp_mtime_once_per_tick(cfg);
+      auto &st = *static_cast<LoopState *>(cfg.target_data);
+      const bool stamped = stamp_mtime_once_per_tick(st, cfg.backing_fd);
       q.start_data_rw(tag, true, off, len, (d.op_flags & kIoFFua) != 0);
-      const auto *st = static_cast<const LoopState *>(cfg.target_data);
-      if (st->submit_each_write && st->stamp.load(std::memory_order_relaxed)) q.submit_now();
+      if (stamped) submit_write(q, tag, st);
       return;
     }
     case kOpFlush: {
