@@ -93,9 +93,14 @@ fs.mkdirSync(cfg.workDir, { recursive: true });
 // tmpfs has no NOWAIT reads or writes, so io_uring hands every backing-file I/O of a
 // ublk server to an io-wq worker thread; ext4 on the brd RAM disk (/dev/ram0, loaded by the VM's
 // init) does them inline in the queue thread, as a real disk's filesystem would.
-if (cfg.backing === 'ext4-ram') {
-  must('mkfs.ext4', ['-q', '-F', '/dev/ram0']);
-  must('mount', ['/dev/ram0', cfg.workDir]);
+// ext4-disk: the same filesystem on the virtio disk run-in-vm.sh attached (/dev/vda), whose data
+// QEMU moves on the host: reads and writes complete later, by interrupt, with no copy on the
+// guest's CPUs, as on a machine with an SSD.
+const FS_DEV = { 'ext4-ram': '/dev/ram0', 'ext4-disk': '/dev/vda' }[cfg.backing];
+if (FS_DEV) {
+  if (!fs.existsSync(FS_DEV)) throw new Error(`no ${FS_DEV} for BENCH_BACKING=${cfg.backing}`);
+  must('mkfs.ext4', ['-q', '-F', FS_DEV]);
+  must('mount', [FS_DEV, cfg.workDir]);
 }
 // A disk with no data and no copy: null_blk completes each request from a timer after
 // NULLB.completionNs, as a fast SSD would by interrupt, and moves nothing. What is left of a row's
@@ -480,5 +485,5 @@ result.finished = new Date().toISOString();
 save();
 log(`done in ${((Date.now() - t0) / 1000).toFixed(0)}s, ${result.errors.length} error(s)`);
 try { fs.rmSync(cfg.workDir, { recursive: true, force: true }); } catch { /* tmpfs anyway */ }
-if (cfg.backing === 'ext4-ram') sh('umount', [cfg.workDir]);
+if (FS_DEV) sh('umount', [cfg.workDir]);
 if (cfg.backing === 'nullb') tearDownNullb();

@@ -10,7 +10,9 @@
 //   BENCH_FILE_SIZE=1G   backing file size (K/M/G suffixes)     BENCH_TAG=name result name suffix (default runN)
 //   BENCH_OUT=DIR        where results go (default bench/results)
 //   BENCH_BACKING=K      ext4-ram (default in the VM): ext4 on the guest's brd RAM disk; or tmpfs;
-//                        or nullb: the null_blk device itself (no data, completions by timer)
+//                        or nullb: the null_blk device itself (no data, completions by timer);
+//                        or ext4-disk: ext4 on a virtio disk whose data QEMU moves on the host
+//                        (a sparse file in /dev/shm, removed at the end)
 //   BENCH_VM_TIMEOUT=S   total VM timeout (default: generous estimate from the above)
 //   BENCH_WAIT_QUIET=S   wait up to S s for other QEMU guests/builds on this host to end before booting,
 //                        and up to S s in all (180 s per job) before jobs while the host is busy
@@ -69,8 +71,8 @@ const mode = env.BENCH_MODE || (hasUblk && process.getuid?.() === 0 ? 'host' : '
 // ext4 on a RAM disk behaves like a filesystem on a disk (reads and writes complete inline in the
 // queue thread); tmpfs sends every backing I/O of a ublk server to io-wq workers. See bench/README.md.
 const backing = env.BENCH_BACKING || (mode === 'vm' ? 'ext4-ram' : 'tmpfs');
-if (!['tmpfs', 'ext4-ram', 'nullb'].includes(backing)) die(`BENCH_BACKING must be tmpfs, ext4-ram or nullb, not "${backing}"`);
-if (backing !== 'tmpfs' && mode !== 'vm') die(`BENCH_BACKING=${backing} needs the VM (its init loads brd and null_blk)`);
+if (!['tmpfs', 'ext4-ram', 'nullb', 'ext4-disk'].includes(backing)) die(`BENCH_BACKING must be tmpfs, ext4-ram, nullb or ext4-disk, not "${backing}"`);
+if (backing !== 'tmpfs' && mode !== 'vm') die(`BENCH_BACKING=${backing} needs the VM (its init loads brd and null_blk; run-in-vm.sh attaches the disk)`);
 if (!['vm', 'host'].includes(mode)) die(`BENCH_MODE=${mode}: use vm or host`);
 const waitQuiet = num('BENCH_WAIT_QUIET', 900, 0);
 const partial = rows.length < ROWS.length || jobs.length < JOBS.length;
@@ -88,6 +90,14 @@ const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
 const share = path.join(repo, '.cache', 'bench', `${stamp}-${process.pid}`);
 fs.mkdirSync(share, { recursive: true });
 const cfgFile = path.join(share, 'config.json');
+// ext4-disk: the guest's /dev/vda, a sparse file in the host's RAM (so the host's own disk does not
+// set the pace), with room for the filesystem around the backing file.
+const diskFile = backing === 'ext4-disk' ? path.join('/dev/shm', `ublk-ts-bench-${process.pid}.img`) : null;
+if (diskFile) {
+  fs.writeFileSync(diskFile, '');
+  fs.truncateSync(diskFile, fileSize + (512 << 20));
+  process.on('exit', () => fs.rmSync(diskFile, { force: true }));
+}
 const rawFile = path.join(share, 'raw.json');
 fs.writeFileSync(cfgFile, JSON.stringify({
   runtime, ramp, rounds, rows, jobs, fileSize, backing, ublksrv,
@@ -174,7 +184,7 @@ const monitor = setInterval(() => {
 }, 2000);
 
 const argv = mode === 'vm'
-  ? ['bash', [path.join(repo, 'test/vm/run-in-vm.sh'), '--timeout', String(vmTimeout), '--share', share, '--', 'node', 'bench/run.mjs', cfgFile]]
+  ? ['bash', [path.join(repo, 'test/vm/run-in-vm.sh'), '--timeout', String(vmTimeout), '--share', share, ...(diskFile ? ['--disk', diskFile] : []), '--', 'node', 'bench/run.mjs', cfgFile]]
   : [process.execPath, [path.join(repo, 'bench/run.mjs'), cfgFile]];
 const child = spawn(argv[0], argv[1], { cwd: repo, stdio: ['ignore', 'inherit', 'inherit'] });
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
