@@ -9,10 +9,10 @@
 //   BENCH_ROUNDS=N       run every row x job N times, interleaved, and report medians (default 1)
 //   BENCH_FILE_SIZE=1G   backing file size (K/M/G suffixes)     BENCH_TAG=name result name suffix (default runN)
 //   BENCH_OUT=DIR        where results go (default bench/results)
-//   BENCH_BACKING=K      ext4-ram (default in the VM): ext4 on the guest's brd RAM disk; or tmpfs;
-//                        or nullb: the null_blk device itself (no data, completions by timer);
-//                        or ext4-disk: ext4 on a virtio disk whose data QEMU moves on the host
-//                        (a sparse file in /dev/shm, removed at the end)
+//   BENCH_BACKING=K      ext4-disk (default in the VM): ext4 on a virtio disk whose data QEMU moves
+//                        on the host (a sparse file in /dev/shm, removed at the end); or ext4-ram:
+//                        ext4 on the guest's brd RAM disk; or tmpfs; or nullb: the null_blk
+//                        device itself (no data, completions by timer)
 //   BENCH_VM_TIMEOUT=S   total VM timeout (default: generous estimate from the above)
 //   BENCH_WAIT_QUIET=S   wait up to S s for other QEMU guests/builds on this host to end before booting,
 //                        and up to S s in all (180 s per job) before jobs while the host is busy
@@ -68,9 +68,12 @@ const fileSize = size('BENCH_FILE_SIZE', 1 << 30);
 const outDir = path.resolve(repo, env.BENCH_OUT || 'bench/results');
 const hasUblk = (() => { try { return fs.statSync('/dev/ublk-control').isCharacterDevice(); } catch { return false; } })();
 const mode = env.BENCH_MODE || (hasUblk && process.getuid?.() === 0 ? 'host' : 'vm');
-// ext4 on a RAM disk behaves like a filesystem on a disk (reads and writes complete inline in the
-// queue thread); tmpfs sends every backing I/O of a ublk server to io-wq workers. See bench/README.md.
-const backing = env.BENCH_BACKING || (mode === 'vm' ? 'ext4-ram' : 'tmpfs');
+// In the VM the backing file is on ext4 on a virtio disk (ext4-disk): QEMU moves its data on the
+// host, so a read or write completes later, by interrupt, with no copy on the guest's CPUs, as on
+// a machine with an SSD. ext4-ram (ext4 on a RAM disk) puts a memory copy in whichever thread
+// submits each backing I/O; tmpfs sends every backing I/O of a ublk server to io-wq workers.
+// See bench/README.md.
+const backing = env.BENCH_BACKING || (mode === 'vm' ? 'ext4-disk' : 'tmpfs');
 if (!['tmpfs', 'ext4-ram', 'nullb', 'ext4-disk'].includes(backing)) die(`BENCH_BACKING must be tmpfs, ext4-ram, nullb or ext4-disk, not "${backing}"`);
 if (backing !== 'tmpfs' && mode !== 'vm') die(`BENCH_BACKING=${backing} needs the VM (its init loads brd and null_blk; run-in-vm.sh attaches the disk)`);
 if (!['vm', 'host'].includes(mode)) die(`BENCH_MODE=${mode}: use vm or host`);
@@ -94,8 +97,11 @@ const cfgFile = path.join(share, 'config.json');
 // set the pace), with room for the filesystem around the backing file.
 const diskFile = backing === 'ext4-disk' ? path.join('/dev/shm', `ublk-ts-bench-${process.pid}.img`) : null;
 if (diskFile) {
+  const need = fileSize + (512 << 20);
+  const st = fs.statfsSync('/dev/shm');
+  if (st.bavail * st.bsize < need) die(`BENCH_BACKING=ext4-disk needs ${need >> 20} MiB free in /dev/shm for the guest's disk, and it has ${Math.floor((st.bavail * st.bsize) / 1048576)} MiB; free some, or use BENCH_BACKING=ext4-ram`);
   fs.writeFileSync(diskFile, '');
-  fs.truncateSync(diskFile, fileSize + (512 << 20));
+  fs.truncateSync(diskFile, need);
   process.on('exit', () => fs.rmSync(diskFile, { force: true }));
 }
 const rawFile = path.join(share, 'raw.json');
