@@ -90,12 +90,12 @@ if (!result.guest.loop_control) log('WARNING: /dev/loop-control is missing (loop
 
 // ---- backing file ------------------------------------------------------------------------------
 fs.mkdirSync(cfg.workDir, { recursive: true });
-// tmpfs has no NOWAIT reads or writes, so io_uring hands every backing-file I/O of a
-// ublk server to an io-wq worker thread; ext4 on the brd RAM disk (/dev/ram0, loaded by the VM's
-// init) does them inline in the queue thread, as a real disk's filesystem would.
-// ext4-disk: the same filesystem on the virtio disk run-in-vm.sh attached (/dev/vda), whose data
-// QEMU moves on the host: reads and writes complete later, by interrupt, with no copy on the
-// guest's CPUs, as on a machine with an SSD.
+// ext4-disk (the VM's default): ext4 on the virtio disk run-in-vm.sh attached (/dev/vda), whose
+// data QEMU moves on the host: reads and writes complete later, by interrupt, with no copy on the
+// guest's CPUs, as on a machine with an SSD. ext4-ram: ext4 on the brd RAM disk (/dev/ram0, loaded
+// by the VM's init), where each read or write is a CPU copy done inline by the thread that
+// submits it (for a ublk server, its queue thread). tmpfs has no NOWAIT reads or writes, so
+// io_uring hands every backing-file I/O of a ublk server to an io-wq worker thread.
 const FS_DEV = { 'ext4-ram': '/dev/ram0', 'ext4-disk': '/dev/vda' }[cfg.backing];
 if (FS_DEV) {
   if (!fs.existsSync(FS_DEV)) throw new Error(`no ${FS_DEV} for BENCH_BACKING=${cfg.backing}`);
