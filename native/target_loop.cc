@@ -52,33 +52,31 @@ namespace {
 constexpr uint64_t kProbeWrites = 64;
 constexpr uint64_t kProbePeriod = 4096;
 
-enum class SubmitEach { Watch, Always, Never };
-
 struct LoopState {
   std::atomic<int64_t> stamped_tick{-1};
   std::atomic<bool> stamp{false};
-  SubmitEach submit_each = SubmitEach::Watch;  // only while stamping: see above
-  // Shared by the device's queues (Watch): writes so far, and what this period's probe saw.
+  // While stamping (above): whether writes go alone, and whether the queues watch to decide it
+  // (false when UBLK_TS_WRITE_SUBMIT_EACH fixed it). Shared by the device's queues: the writes so
+  // far, and how many of this period's watched ones completed inline.
+  bool watch = true;
+  std::atomic<bool> alone{true};
   std::atomic<uint64_t> writes{0};
   std::atomic<uint64_t> probe_inline{0};
-  std::atomic<bool> alone{true};
 };
 
 // One write, just prepared: submits it alone or leaves it to the loop's next submit.
 void submit_write(Queue &q, unsigned tag, LoopState &st) {
-  if (st.submit_each != SubmitEach::Watch) {
-    if (st.submit_each == SubmitEach::Always) q.submit_now();
-    return;
+  if (st.watch) {
+    const uint64_t n = st.writes.fetch_add(1, std::memory_order_relaxed) % kProbePeriod;
+    if (n < kProbeWrites) {
+      // Queues watching at once may blur a period's count; the next period corrects it.
+      if (n == 0) st.probe_inline.store(0, std::memory_order_relaxed);
+      if (q.submit_now_completed_inline(tag)) st.probe_inline.fetch_add(1, std::memory_order_relaxed);
+      if (n == kProbeWrites - 1) st.alone.store(st.probe_inline.load(std::memory_order_relaxed) * 2 >= kProbeWrites, std::memory_order_relaxed);
+      return;
+    }
   }
-  const uint64_t n = st.writes.fetch_add(1, std::memory_order_relaxed) % kProbePeriod;
-  if (n >= kProbeWrites) {
-    if (st.alone.load(std::memory_order_relaxed)) q.submit_now();
-    return;
-  }
-  // Queues probing at once may blur a period's count; the next period corrects it.
-  if (n == 0) st.probe_inline.store(0, std::memory_order_relaxed);
-  if (q.submit_now_completed_inline(tag)) st.probe_inline.fetch_add(1, std::memory_order_relaxed);
-  if (n == kProbeWrites - 1) st.alone.store(st.probe_inline.load(std::memory_order_relaxed) * 2 >= kProbeWrites, std::memory_order_relaxed);
+  if (st.alone.load(std::memory_order_relaxed)) q.submit_now();
 }
 
 int64_t ns_of(const struct timespec &ts) { return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec; }
@@ -120,8 +118,10 @@ int loop_init(DeviceConfig &cfg, const TargetOpts &opts, std::string &why) {
   // Only regular files carry the timestamps writes update; a block device's are not the point.
   st->stamp = !opts.read_only && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && !(off && *off && strcmp(off, "0") != 0);
   const char *each = getenv("UBLK_TS_WRITE_SUBMIT_EACH");
-  if (each && strcmp(each, "0") == 0) st->submit_each = SubmitEach::Never;
-  if (each && strcmp(each, "1") == 0) st->submit_each = SubmitEach::Always;
+  if (each && (strcmp(each, "0") == 0 || strcmp(each, "1") == 0)) {
+    st->watch = false;
+    st->alone = each[0] == '1';
+  }
   cfg.target_data = st;
   return 0;
 }
