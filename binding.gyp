@@ -7,15 +7,17 @@
         "native/errors.cc",
         "native/ctrl.cc",
         "native/ctrl_bindings.cc",
-        "native/queue.cc",
-        "native/pkru.cc",
+        "native/queue_thread.cc",
         "native/queue_batch.cc",
+        "native/data_path.cc",
+        "native/pkru.cc",
         "native/device.cc",
         "native/affinity.cc",
         "native/server_bindings.cc",
-        "native/target_loop.cc",
-        "native/target_null.cc",
-        "native/sd_notify.cc"
+        "native/target_args.cc",
+        "native/target_registry.cc",
+        "native/sd_notify.cc",
+        "<!@(node -p \"require('fs').readdirSync('native/targets').filter(f => f.endsWith('.cc')).sort().map(f => 'native/targets/' + f).join(' ')\")"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -21,6 +21,7 @@ import type {
   QueueExitEvent,
   QueueStats,
   ServeOptions,
+  TestFaults,
 } from './native/binding-types';
 import { getTarget, type TargetDescription, type TargetFs } from '../targets/index';
 import { flagNames, hex, modeFromFlags, negotiateFlags, UBLK_F } from './features';
@@ -47,6 +48,8 @@ export interface DeviceServerDeps {
   recoveryBusyTimeoutMs?: number;
   /** `serve`: the device's name in the service's config, kept in the state file (del reads it) */
   serviceName?: string;
+  /** faults for tests of paths the kernel seldom takes; never set from the CLI or a config */
+  testFaults?: TestFaults;
 }
 
 const UBLK_S_DEV_DEAD = 0;
@@ -248,6 +251,7 @@ export class DeviceServer {
       // From the spec (add's, or the one saved for recover): the device's flags do not say it.
       threadsPerQueue: spec.threadsPerQueue ?? 1,
       affinity: spec.affinity ?? DEFAULTS.affinity,
+      ...(this.deps.testFaults ? { testFaults: this.deps.testFaults } : {}),
     };
     const server = this.binding.createServer(opts);
     this.server = server;

@@ -10,7 +10,8 @@
 
 namespace ublk {
 
-Device::Device(const DeviceConfig &cfg, const TargetOpts &topts) : cfg_(cfg), topts_(topts) {
+Device::Device(const DeviceConfig &cfg, const TargetArgs &args) : cfg_(cfg), args_(args) {
+  tdev_.cfg = &cfg_;
   register_device(this);
 }
 
@@ -47,8 +48,9 @@ int Device::start(std::vector<int> &tids, std::string &why, ExitFn on_exit) {
   }
   cfg_.ublkc_fd = fd;
 
-  int ret = cfg_.target->init(cfg_, topts_, why);
+  int ret = cfg_.target->init(tdev_, args_, why);
   if (ret < 0) {
+    if (why.empty()) why = std::string(cfg_.target->name) + " target: setup";
     close(cfg_.ublkc_fd);
     cfg_.ublkc_fd = -1;
     return ret;
@@ -56,7 +58,7 @@ int Device::start(std::vector<int> &tids, std::string &why, ExitFn on_exit) {
   target_open_ = true;
   // What a failed start undoes, once the queues (if any) are gone.
   auto close_all = [this] {
-    cfg_.target->deinit(cfg_);
+    cfg_.target->deinit(tdev_);
     target_open_ = false;
     close(cfg_.ublkc_fd);
     cfg_.ublkc_fd = -1;
@@ -96,7 +98,7 @@ int Device::start(std::vector<int> &tids, std::string &why, ExitFn on_exit) {
   queues_.reserve(nthreads);  // no reallocation while a concurrent stop walks the list
   for (unsigned q = 0; q < cfg_.nr_queues; q++) {
     for (unsigned w = 0; w < per_queue; w++) {
-      queues_.emplace_back(new Queue(cfg_, q, w));
+      queues_.emplace_back(new QueueThread(cfg_, tdev_, q, w));
       // One-queue disks of different ids, and the threads of one queue, start on different CPUs.
       if (!qcpus.empty()) queues_.back()->bind_to(thread_cpus(qcpus[q], cfg_.affinity, cfg_.dev_id + w));
       queues_.back()->start(
@@ -149,7 +151,7 @@ void Device::join_and_close() {
   for (auto &q : queues_) q->join();
   // The queues (and their rings) go before the char device closes: DEL_DEV waits for both.
   queues_.clear();
-  if (target_open_) cfg_.target->deinit(cfg_);
+  if (target_open_) cfg_.target->deinit(tdev_);
   target_open_ = false;
   if (cfg_.ublkc_fd >= 0) close(cfg_.ublkc_fd);
   cfg_.ublkc_fd = -1;

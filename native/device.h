@@ -1,4 +1,4 @@
-// The native server of one device: /dev/ublkcN, the target's backing store and the queues.
+// The native server of one device: /dev/ublkcN, its target and its queue threads.
 // Every method that may block (start, join) runs off Node's main thread.
 #pragma once
 
@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "queue.h"
+#include "device_config.h"
+#include "queue_thread.h"
 #include "target.h"
 
 namespace ublk {
@@ -17,23 +18,24 @@ class Device {
  public:
   using ExitFn = std::function<void(unsigned q_id, int err, const std::string &msg)>;
 
-  Device(const DeviceConfig &cfg, const TargetOpts &topts);
+  Device(const DeviceConfig &cfg, const TargetArgs &args);
   ~Device();
 
-  // Opens /dev/ublkcN and the backing store, starts every queue and waits until each has
+  // Opens /dev/ublkcN, sets the target up, starts every queue thread and waits until each has
   // FETCHed all its tags. On failure, everything started is undone before returning -errno.
   int start(std::vector<int> &tids, std::string &why, ExitFn on_exit);
   void request_stop(bool force);
   // Joins the queue threads and closes what start() opened. Idempotent.
   void join_and_close();
 
-  const std::vector<std::unique_ptr<Queue>> &queues() const { return queues_; }
+  const std::vector<std::unique_ptr<QueueThread>> &queues() const { return queues_; }
   const DeviceConfig &config() const { return cfg_; }
 
  private:
   DeviceConfig cfg_;
-  TargetOpts topts_;
-  std::vector<std::unique_ptr<Queue>> queues_;
+  TargetArgs args_;
+  TargetDevice tdev_;  // the queue threads hold references to cfg_ and tdev_
+  std::vector<std::unique_ptr<QueueThread>> queues_;
   bool target_open_ = false;
   std::mutex mu_;
 };

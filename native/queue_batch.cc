@@ -19,11 +19,11 @@
 
 #include <cstring>
 
-#include "queue.h"
+#include "queue_thread.h"
 
 namespace ublk {
 
-int Queue::batch_setup(std::string &why) {
+int QueueThread::batch_setup(std::string &why) {
   const unsigned depth = cfg_.depth;
   // Elements carry a buffer address only where the kernel copies (copy mode); with AUTO_BUF_REG
   // they name the buffer-table index, and a failed automatic registration falls back to
@@ -75,7 +75,7 @@ int Queue::batch_setup(std::string &why) {
 
 // Element `i` of a PREP or COMMIT array: the tag, its buffer-table index (AUTO_BUF_REG: the same
 // as the tag, as in per-tag mode; see auto_buf_index), the result, and in copy mode the tag's buffer.
-void Queue::put_batch_elem(uint8_t *array, unsigned i, unsigned tag, int result) {
+void QueueThread::put_batch_elem(uint8_t *array, unsigned i, unsigned tag, int result) {
   batch_elem *e = (batch_elem *)(array + (size_t)i * elem_bytes_);
   e->tag = (__u16)tag;
   e->buf_index = auto_buf_index(tag);
@@ -86,7 +86,7 @@ void Queue::put_batch_elem(uint8_t *array, unsigned i, unsigned tag, int result)
   }
 }
 
-void Queue::batch_teardown() {
+void QueueThread::batch_teardown() {
   // The ring is gone (its exit dropped the buffer ring registration): only memory is left.
   if (batch_mem_) munmap(batch_mem_, batch_mem_len_);
   batch_mem_ = nullptr;
@@ -95,7 +95,7 @@ void Queue::batch_teardown() {
   commit_bufs_[0] = commit_bufs_[1] = nullptr;
 }
 
-void Queue::prep_batch_cmd(unsigned op, void *elems, unsigned nr, BatchOp which) {
+void QueueThread::prep_batch_cmd(unsigned op, void *elems, unsigned nr, BatchOp which) {
   struct io_uring_sqe *sqe = get_sqe();
   io_uring_prep_rw(IORING_OP_URING_CMD, sqe, kFixedUblkc, elems, nr * elem_bytes_, 0);
   sqe->flags = IOSQE_FIXED_FILE;
@@ -111,7 +111,7 @@ void Queue::prep_batch_cmd(unsigned op, void *elems, unsigned nr, BatchOp which)
   cmds_inflight_++;
 }
 
-void Queue::queue_batch_fetch() {
+void QueueThread::queue_batch_fetch() {
   // Hand the (whole) tag buffer back to the ring, then start a new multishot fetch into it.
   io_uring_buf_ring_add(fetch_ring_, fetch_buf_, fetch_buf_len_, 0, io_uring_buf_ring_mask(1), 0);
   io_uring_buf_ring_advance(fetch_ring_, 1);
@@ -132,7 +132,7 @@ void Queue::queue_batch_fetch() {
   cmds_inflight_++;
 }
 
-void Queue::flush_commits() {
+void QueueThread::flush_commits() {
   if (!cfg_.batch || commit_count_ == 0) return;
   prep_batch_cmd(kIoCommitIoCmds, commit_bufs_[commit_cur_], commit_count_, kBatchCommit);
   // The kernel reads the elements while the next submit issues the command; the other buffer
@@ -142,7 +142,7 @@ void Queue::flush_commits() {
   commit_count_ = 0;
 }
 
-void Queue::on_batch_cqe(unsigned ud_tag, int res, unsigned cqe_flags) {
+void QueueThread::on_batch_cqe(unsigned ud_tag, int res, unsigned cqe_flags) {
   const unsigned which = batch_op_of(ud_tag), nr = ud_tag >> 2;
   switch (which) {
     case kBatchFetch: {

@@ -21,12 +21,47 @@ struct ExitEvent {
   std::string msg;
 };
 
-bool parse_mode(const std::string &s, DataMode *m) {
-  if (s == "copy") *m = DataMode::Copy;
-  else if (s == "user_copy") *m = DataMode::UserCopy;
-  else if (s == "zc_auto") *m = DataMode::ZcAuto;
-  else if (s == "zc_explicit") *m = DataMode::ZcExplicit;
-  else return false;
+// ServeOptions.target.options -> TargetArgs: every value as it came, for the target's init to read.
+bool to_target_args(Napi::Value v, TargetArgs *out, std::string &why) {
+  if (v.IsUndefined()) return true;
+  if (!v.IsObject() || v.IsArray()) {
+    why = "target.options must be an object";
+    return false;
+  }
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Array keys = o.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); i++) {
+    std::string k = keys.Get(i).ToString().Utf8Value();
+    Napi::Value x = o.Get(k);
+    TargetArgs::Value val;
+    if (x.IsString()) {
+      val.type = TargetArgs::Value::String;
+      val.s = x.As<Napi::String>().Utf8Value();
+    } else if (x.IsNumber()) {
+      val.type = TargetArgs::Value::Number;
+      val.n = x.As<Napi::Number>().DoubleValue();
+    } else if (x.IsBoolean()) {
+      val.type = TargetArgs::Value::Bool;
+      val.b = x.As<Napi::Boolean>().Value();
+    } else if (x.IsArray()) {
+      val.type = TargetArgs::Value::Numbers;
+      Napi::Array a = x.As<Napi::Array>();
+      for (uint32_t j = 0; j < a.Length(); j++) {
+        Napi::Value e = a.Get(j);
+        if (!e.IsNumber()) {
+          why = "target option " + k + " must hold numbers only";
+          return false;
+        }
+        val.list.push_back(e.As<Napi::Number>().DoubleValue());
+      }
+    } else if (x.IsUndefined()) {
+      continue;
+    } else {
+      why = "target option " + k + " must be a string, number, boolean or list of numbers";
+      return false;
+    }
+    out->set(k, std::move(val));
+  }
   return true;
 }
 
@@ -64,14 +99,13 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     cfg.nr_queues = num("nrQueues", 1);
     cfg.depth = num("depth", 128);
     cfg.max_io_buf_bytes = num("maxIoBufBytes", 512 * 1024);
-    Napi::Value off = o.Get("offsetBytes");
-    cfg.offset_bytes = off.IsNumber() ? (__u64)off.As<Napi::Number>().Int64Value() : 0;
     std::string mode = str("mode");
-    if (!parse_mode(mode.empty() ? "copy" : mode, &cfg.mode)) {
+    if (!parse_data_mode(mode.empty() ? "copy" : mode, &cfg.mode)) {
       Napi::TypeError::New(env, "unknown data mode '" + mode + "'").ThrowAsJavaScriptException();
       return;
     }
     cfg.batch = flag("batchIo", false);
+    cfg.read_only = flag("readOnly", false);
     cfg.threads_per_queue = num("threadsPerQueue", 1);
     std::string aff = str("affinity");
     if (aff == "cpu") cfg.affinity = Affinity::OneCpu;
@@ -79,12 +113,6 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     else if (aff.empty() || aff == "none") cfg.affinity = Affinity::None;
     else {
       Napi::TypeError::New(env, "unknown affinity '" + aff + "' (cpu, queue or none)").ThrowAsJavaScriptException();
-      return;
-    }
-    std::string target = str("target");
-    cfg.target = find_target(target);
-    if (!cfg.target) {
-      Napi::TypeError::New(env, "unknown target '" + target + "'").ThrowAsJavaScriptException();
       return;
     }
     if (cfg.nr_queues < 1 || cfg.nr_queues > kMaxNrQueues || cfg.depth < 1 || cfg.depth > kMaxQueueDepth ||
@@ -96,15 +124,38 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
       Napi::RangeError::New(env, "threadsPerQueue must be 1..depth, and 1 with batchIo").ThrowAsJavaScriptException();
       return;
     }
-    TargetOpts topts;
-    topts.backing_path = str("backingPath");
-    topts.direct_io = flag("directIo", true);
-    topts.read_only = flag("readOnly", false);
-    if (cfg.target == &loop_target_ops && topts.backing_path.empty()) {
-      Napi::TypeError::New(env, "the loop target needs backingPath").ThrowAsJavaScriptException();
+    Napi::Value faults = o.Get("testFaults");
+    if (faults.IsObject()) {
+      Napi::Value every = faults.As<Napi::Object>().Get("autoBufMissEvery");
+      if (every.IsNumber()) cfg.faults.auto_buf_miss_every = every.As<Napi::Number>().Uint32Value();
+    }
+
+    // The target: its name picks the operations table, its options go to its init as they are.
+    Napi::Value t = o.Get("target");
+    if (!t.IsObject()) {
+      Napi::TypeError::New(env, "createServer: target must be { name, options }").ThrowAsJavaScriptException();
       return;
     }
-    device_ = std::make_shared<Device>(cfg, topts);
+    Napi::Object to = t.As<Napi::Object>();
+    std::string name = to.Get("name").IsString() ? to.Get("name").As<Napi::String>().Utf8Value() : "";
+    cfg.target = find_target(name);
+    if (!cfg.target) {
+      Napi::TypeError::New(env, "unknown target '" + name + "'").ThrowAsJavaScriptException();
+      return;
+    }
+    if (!(cfg.target->caps.data_modes & mode_bit(cfg.mode))) {
+      std::string why = cfg.target->caps.why_no_zero_copy ? cfg.target->caps.why_no_zero_copy : "not supported";
+      Napi::TypeError::New(env, "the " + name + " target cannot serve data mode " + data_mode_name(cfg.mode) + ": " + why)
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    TargetArgs args;
+    std::string why;
+    if (!to_target_args(to.Get("options"), &args, why)) {
+      Napi::TypeError::New(env, why).ThrowAsJavaScriptException();
+      return;
+    }
+    device_ = std::make_shared<Device>(cfg, args);
   }
 
   ~NativeServer() override {
@@ -239,7 +290,7 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
       CounterTotals c;
       for (size_t w = 0; w < per_queue; w++) c.add(qs[first + w]->counters());
       Napi::Object o = Napi::Object::New(env);
-      o.Set("queueId", qs[first]->id());
+      o.Set("queueId", qs[first]->queue_id());
       o.Set("tid", qs[first]->tid());
       Napi::Object ops = Napi::Object::New(env), bytes = Napi::Object::New(env), errors = Napi::Object::New(env);
       for (unsigned k = 0; k < kNumStatOps; k++) {
@@ -297,6 +348,29 @@ Napi::Value CreateServer(const Napi::CallbackInfo &info) {
   return g_server_ctor->New({info[0]});
 }
 
+// What each target can serve (TargetCaps), for the TypeScript descriptors' own declarations to be
+// checked against (test/unit/target-caps.test.ts).
+Napi::Value Targets(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  auto all = all_targets();
+  Napi::Array out = Napi::Array::New(env, all.size());
+  for (size_t i = 0; i < all.size(); i++) {
+    const TargetOps *t = all[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", t->name);
+    Napi::Array modes = Napi::Array::New(env);
+    for (DataMode m : {DataMode::Copy, DataMode::UserCopy, DataMode::ZcAuto, DataMode::ZcExplicit})
+      if (t->caps.data_modes & mode_bit(m)) modes.Set(modes.Length(), data_mode_name(m));
+    o.Set("dataModes", modes);
+    o.Set("flush", t->caps.flush);
+    o.Set("discard", t->caps.discard);
+    o.Set("writeZeroes", t->caps.write_zeroes);
+    o.Set("fua", t->caps.fua);
+    out.Set(i, o);
+  }
+  return out;
+}
+
 }  // namespace
 
 void init_server_bindings(Napi::Env env, Napi::Object exports) {
@@ -306,6 +380,7 @@ void init_server_bindings(Napi::Env env, Napi::Object exports) {
     g_server_ctor = nullptr;
   });
   exports.Set("createServer", Napi::Function::New(env, CreateServer, "createServer"));
+  exports.Set("targets", Napi::Function::New(env, Targets, "targets"));
 }
 
 }  // namespace ublk

@@ -1,35 +1,128 @@
-// A target is a small table of operations, one file each (target_loop.cc, target_null.cc).
-// The queue engine owns the ring, the tags and the data path; a target only decides what each
-// request means for its backing store.
+// The target interface: what a target implements (TargetOps) and what the engine offers it
+// (TargetDevice here, QueueThread's "for targets" section in queue_thread.h). docs/targets.md
+// walks through it with the null target (targets/null.cc) as the worked example.
+//
+// The engine owns /dev/ublkcN, the rings, the tags, the commands and the data modes; a target
+// decides what each request means for its store. A target never branches on the data mode: it
+// names a file, an offset and a length, and QueueThread::start_data moves the bytes whichever way
+// the device was set up (copy buffer, user copy, zero copy auto or explicit).
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
-#include "queue.h"
+#include "data_mode.h"
 
 namespace ublk {
 
-struct TargetOpts {
-  std::string backing_path;
-  bool direct_io = true;
-  bool read_only = false;
+class QueueThread;
+struct DeviceConfig;
+
+// The options of one target, as JavaScript gave them (ServeOptions.target.options): names to
+// strings, numbers, booleans or lists of numbers. The TypeScript descriptor has validated them;
+// init reads what it needs and says which one is missing or mistyped.
+class TargetArgs {
+ public:
+  struct Value {
+    enum Type { String, Number, Bool, Numbers } type = String;
+    std::string s;
+    double n = 0;
+    bool b = false;
+    std::vector<double> list;
+  };
+  void set(const std::string &k, Value v) { values_[k] = std::move(v); }
+
+  // Each reads one option into *out; false (with `why` naming the option) when it is absent and
+  // required, or of another type. An absent optional option leaves *out as it was.
+  bool str(const char *k, std::string *out, std::string &why, bool required = false) const;
+  bool u64(const char *k, uint64_t *out, std::string &why, bool required = false) const;
+  bool flag(const char *k, bool *out, std::string &why) const;
+  bool numbers(const char *k, std::vector<uint64_t> *out, std::string &why, bool required = false) const;
+
+ private:
+  const Value *find(const char *k, Value::Type t, std::string &why, bool required, bool *ok) const;
+  std::map<std::string, Value> values_;
+};
+
+// What a target sets up for its device, once, before any queue thread starts (TargetOps::init),
+// and tears down after the last one ended (deinit). Queue threads read it; only the target
+// changes what it put in `data`, under its own synchronisation.
+struct TargetDevice {
+  const DeviceConfig *cfg = nullptr;
+  // Registered on every queue ring after /dev/ublkcN: file i is fixed file 1 + i
+  // (QueueThread::target_file). A backing file, a socket per queue, the layers of an image.
+  std::vector<int> files;
+  // Scratch bytes the engine gives every tag of every queue thread (QueueThread::tag_data),
+  // zeroed before the first request: the target's own per-request state.
+  unsigned tag_bytes = 0;
+  // The target's device-wide state: made by init, freed by deinit.
+  void *data = nullptr;
+};
+
+// One request's data moved between the request and a target file (QueueThread::start_data), in
+// the device's data mode. A short transfer is resumed where it stopped; -EAGAIN is retried.
+struct DataIo {
+  int file = 0;           // fixed-file index: QueueThread::target_file(i), or what add_file gave
+  uint64_t offset = 0;    // where in that file the request's first byte is; ignored for a stream
+  uint32_t len = 0;       // bytes, from the start of the request's data
+  bool to_file = false;   // true: the request's bytes go to the file (a WRITE); false: from it
+  int rw_flags = 0;       // RWF_* for the file I/O (RWF_DSYNC for a FUA write)
+  bool stream = false;    // a socket or pipe: no file offsets (the kernel wants 0 there)
+  bool then_target = false;  // when done, call TargetOps::data_done instead of completing
+};
+
+// A completion of an SQE the target submitted (QueueThread::target_sqe): for `tag`, or for no
+// tag (kNoTag), with the target's own operation and sub-index from its user_data.
+struct TargetCqe {
+  unsigned tag;
+  unsigned op;
+  unsigned sub;
+  int res;
+  unsigned flags;  // the CQE's flags (IORING_CQE_F_MORE, F_BUFFER ...)
+};
+
+// What a target can serve. The engine refuses a data mode the target lacks before any device is
+// made (the TypeScript descriptor says so first, with the same reason), and completes requests
+// of a kind the target does not serve with -EOPNOTSUPP without calling it.
+struct TargetCaps {
+  unsigned data_modes = kAllDataModes;  // mode_bit()s
+  const char *why_no_zero_copy = nullptr;  // shown when a zero-copy mode is refused
+  bool flush = false;
+  bool discard = false;
+  bool write_zeroes = false;
+  bool fua = false;
 };
 
 struct TargetOps {
   const char *name;
-  // Once per device, before any queue starts: open the backing store into cfg.backing_fd.
-  int (*init)(DeviceConfig &cfg, const TargetOpts &opts, std::string &why);
-  // On the queue thread for every fetched request: submit SQEs or complete at once.
-  void (*queue_io)(Queue &q, unsigned tag);
-  // On the queue thread for each CQE of kind TargetOther the target submitted.
-  void (*io_done)(Queue &q, unsigned tag, int res);
-  // Once per device, after every queue thread ended.
-  void (*deinit)(DeviceConfig &cfg);
+  TargetCaps caps;
+  // Once per device, off Node's main thread, before any queue thread: read `args`, open what the
+  // target needs, fill `dev`. 0 or -errno with `why`.
+  int (*init)(TargetDevice &dev, const TargetArgs &args, std::string &why);
+  // Once per device, after every queue thread ended (also after a failed start).
+  void (*deinit)(TargetDevice &dev);
+  // Every request the kernel hands over (a kind the target serves, allowed on a read-only
+  // device): submit SQEs (start_data, target_sqe) or complete at once (QueueThread::complete).
+  void (*queue_io)(QueueThread &q, unsigned tag);
+  // The CQE of each SQE the target took from target_sqe().
+  void (*io_done)(QueueThread &q, const TargetCqe &c);
+
+  // Optional (nullptr when not needed):
+  // On each queue thread, after its ring exists and before its first FETCH: per-thread state
+  // (QueueThread::target_queue_data), files of its own (add_file), I/O that belongs to no tag.
+  int (*init_queue)(QueueThread &q, std::string &why);
+  // On each queue thread, after its loop ended and its ring is gone.
+  void (*deinit_queue)(QueueThread &q);
+  // A start_data() with `then_target` finished moving the bytes (res: bytes, or -errno).
+  void (*data_done)(QueueThread &q, unsigned tag, int res);
+  // Someone called QueueThread::wake_target() (another thread, JavaScript): on the queue thread.
+  void (*handle_event)(QueueThread &q);
 };
 
-extern const TargetOps loop_target_ops;
-extern const TargetOps null_target_ops;
-
+// The target registry (target_registry.cc): every target by name, in one list.
 const TargetOps *find_target(const std::string &name);
+std::vector<const TargetOps *> all_targets();
 
 }  // namespace ublk

@@ -31,7 +31,7 @@ export interface TargetFs {
 }
 
 /** Options for the native server that the target decides. */
-export type ServePart = Pick<ServeOptions, 'target' | 'backingPath' | 'directIo' | 'readOnly' | 'offsetBytes'>;
+export type ServePart = Pick<ServeOptions, 'target' | 'readOnly'>;
 
 export interface TargetDescription {
   serve: ServePart;

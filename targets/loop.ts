@@ -176,11 +176,8 @@ export const loopTarget: TargetDescriptor = {
 
     return {
       serve: {
-        target: 'loop',
-        backingPath: spec.file,
-        directIo: !spec.bufferedIo,
+        target: { name: 'loop', options: { path: spec.file ?? '', directIo: !spec.bufferedIo, readOnly: b.readOnly, offset: spec.offsetSectors * 512 } },
         readOnly: b.readOnly,
-        offsetBytes: spec.offsetSectors * 512,
       },
       params,
       json: {

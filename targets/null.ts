@@ -29,7 +29,7 @@ export const nullTarget: TargetDescriptor = {
     if (p.length > 0) throw new UsageError(p);
     const size = spec.sizeBytes ?? DEFAULTS.nullSizeBytes;
     return {
-      serve: { target: 'null', readOnly: spec.readOnly },
+      serve: { target: { name: 'null', options: {} }, readOnly: spec.readOnly },
       params: { basic: basicParams(spec, size, ATTR.VOLATILE_CACHE | (spec.readOnly ? ATTR.READ_ONLY : 0)) },
       json: { name: 'null', type: 0, dev_size: size },
       sizeBytes: size,

@@ -82,6 +82,14 @@ export type DataMode = 'copy' | 'user_copy' | 'zc_auto' | 'zc_explicit';
 
 export type TargetKind = 'loop' | 'null';
 
+/** A target's options as its native init reads them: names to strings, numbers, booleans, number lists. */
+export type TargetOptions = Record<string, string | number | boolean | number[]>;
+
+export interface TestFaults {
+  /** AUTO_BUF_REG: every Nth tag asks for a buffer-table index past the table's end (NEED_REG_BUF) */
+  autoBufMissEvery?: number;
+}
+
 export interface ServeOptions {
   devId: number;
   nrQueues: number;
@@ -94,15 +102,12 @@ export interface ServeOptions {
   threadsPerQueue?: number;
   /** where the queue threads run (add-options' QueueAffinity); absent: the scheduler decides */
   affinity?: 'cpu' | 'queue' | 'none';
-  target: TargetKind;
-  /** loop: the backing file or block device */
-  backingPath?: string;
-  /** loop: open with O_DIRECT (default true) */
-  directIo?: boolean;
-  /** loop: open read-only */
+  /** writes, discards and write-zeroes fail with EROFS before the target sees them */
   readOnly?: boolean;
-  /** loop: byte offset into the backing file where the disk starts */
-  offsetBytes?: number;
+  /** the target: its name picks the native operations table, its options go to its init */
+  target: { name: TargetKind; options: TargetOptions };
+  /** faults for tests, only through the programmatic API (never the CLI or a config file) */
+  testFaults?: TestFaults;
 }
 
 /** One queue's counters, read from native memory on demand (never pushed per I/O). */

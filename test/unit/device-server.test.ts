@@ -36,7 +36,7 @@ test('add: the control sequence, in order', async () => {
     assert.equal(serve.mode, 'zc_auto');
     assert.equal(serve.devId, 0);
     assert.equal(serve.nrQueues, 2);
-    assert.equal(serve.target, 'null');
+    assert.equal(serve.target.name, 'null');
     assert.equal(t.ds.phase, 'live');
     assert.equal(st.devId, 0);
     assert.equal(st.pid, PID);

@@ -108,7 +108,7 @@ test('loop: params for a regular file', () => {
       maxDiscardSegments: 1,
     },
   });
-  assert.deepEqual(d.serve, { target: 'loop', backingPath: '/x.img', directIo: true, readOnly: false, offsetBytes: 4096 });
+  assert.deepEqual(d.serve, { target: { name: 'loop', options: { path: '/x.img', directIo: true, readOnly: false, offset: 4096 } }, readOnly: false });
   assert.deepEqual(d.json, {
     name: 'loop',
     type: 0,
@@ -126,7 +126,7 @@ test('loop: zero copy adds dma alignment; --buffered_io turns direct I/O off; 4k
     fakeFs({ '/x.img': { size: 8 * MiB } }),
   );
   assert.deepEqual(d.params.dma, { alignment: 511 });
-  assert.equal(d.serve.directIo, false);
+  assert.equal(d.serve.target.options.directIo, false);
   assert.equal(d.params.basic.logicalBsShift, 12);
   assert.equal(d.params.basic.ioMinShift, 12);
   assert.equal(d.params.basic.physicalBsShift, 12);
@@ -206,7 +206,7 @@ test('null: 250 GiB by default, --size honoured, read-only attr', () => {
   assert.equal(d.params.basic.devSectors, BigInt(250 * 1024 ** 3) / 512n);
   assert.equal(d.params.basic.attrs, 4);
   assert.equal(d.params.discard, undefined);
-  assert.deepEqual(d.serve, { target: 'null', readOnly: false });
+  assert.deepEqual(d.serve, { target: { name: 'null', options: {} }, readOnly: false });
   assert.deepEqual(d.json, { name: 'null', type: 0, dev_size: 250 * 1024 ** 3 });
   const d2 = n.describe(validateAddOptions({ type: 'null', size: '1G', readOnly: true, logicalBlockSize: '4096' }, { cwd: '/' }));
   assert.equal(d2.sizeBytes, 1024 ** 3);

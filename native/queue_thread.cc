@@ -1,4 +1,4 @@
-#include "queue.h"
+#include "queue_thread.h"
 
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -7,11 +7,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <cstring>
 
 #include "pkru.h"
-#include "target.h"
 
 namespace ublk {
 
@@ -33,51 +31,25 @@ unsigned pow2_at_least(unsigned n) {
 // (closing the ring cancels whatever is left).
 constexpr uint64_t kStopGraceNs = 5ULL * 1000000000ULL;
 
-// Completions handled per pass of the loop before the next submit (see Queue::loop): all of
-// them. UBLK_TS_CQES_PER_PASS=N bounds it, for measurements (0: no bound, the default).
-constexpr unsigned kCqesPerPass = ~0u;
-
-unsigned cqes_per_pass_from_env() {
-  const char *v = getenv("UBLK_TS_CQES_PER_PASS");
-  if (!v || !*v) return kCqesPerPass;
-  char *end = nullptr;
-  unsigned long n = strtoul(v, &end, 10);
-  if (*end) return kCqesPerPass;
-  return n == 0 ? ~0u : (unsigned)n;
-}
-
-// Tests only: UBLK_TS_TEST_AUTO_BUF_MISS=N asks the kernel (AUTO_BUF_REG) to install the pages of
-// every Nth tag at a buffer-table index past the end of the table. The kernel's registration then
-// fails, and its FALLBACK path (NEED_REG_BUF, the server registers by hand) is exercised on the
-// real driver (test/integration/zc-fallback.test.ts). Unset or 0: every tag at its own index.
-unsigned auto_buf_miss_from_env() {
-  const char *v = getenv("UBLK_TS_TEST_AUTO_BUF_MISS");
-  if (!v || !*v) return 0;
-  char *end = nullptr;
-  unsigned long n = strtoul(v, &end, 10);
-  return *end ? 0 : (unsigned)n;
-}
+// Empty fixed-file slots on every ring, for files a target adds on one thread (add_file).
+constexpr unsigned kSpareFiles = 8;
 
 }  // namespace
 
-Queue::Queue(const DeviceConfig &cfg, unsigned q_id, unsigned worker)
-    : cfg_(cfg),
-      q_id_(q_id),
-      worker_(worker),
-      cqes_per_pass_(cqes_per_pass_from_env()),
-      auto_buf_miss_every_(auto_buf_miss_from_env()) {
+QueueThread::QueueThread(const DeviceConfig &cfg, TargetDevice &tdev, unsigned q_id, unsigned worker)
+    : cfg_(cfg), tdev_(tdev), ops_(cfg.target), q_id_(q_id), worker_(worker) {
   // Created here, not on the queue thread, so request_stop() never races with its creation.
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
 }
 
-Queue::~Queue() {
+QueueThread::~QueueThread() {
   request_stop(true);
   join();
   if (wake_fd_ >= 0) close(wake_fd_);
 }
 
-void Queue::start(std::function<void(int, const std::string &)> ready,
-                  std::function<void(int, const std::string &)> exited) {
+void QueueThread::start(std::function<void(int, const std::string &)> ready,
+                        std::function<void(int, const std::string &)> exited) {
   thread_ = std::thread([this, ready, exited] {
     tid_.store((int)syscall(SYS_gettid));
     char name[16];  // the kernel keeps 15 characters
@@ -112,26 +84,23 @@ void Queue::start(std::function<void(int, const std::string &)> ready,
   });
 }
 
-void Queue::request_stop(bool force) {
+void QueueThread::request_stop(bool force) {
   if (force) force_stop_.store(true);
   stop_requested_.store(true);
-  if (wake_fd_ >= 0) {
-    uint64_t one = 1;
-    ssize_t r = write(wake_fd_, &one, sizeof(one));
-    (void)r;
-  }
+  wake();
 }
 
-void Queue::join() {
+void QueueThread::join() {
   if (thread_.joinable()) thread_.join();
 }
 
 // ---- setup, on the queue thread ---------------------------------------------------------------
 
-int Queue::setup(std::string &why) {
+int QueueThread::setup(std::string &why) {
   const unsigned depth = cfg_.depth;
   // Between two submits every tag queues at most four SQEs (register, rw, unregister, commit),
-  // plus the wake read: the SQ never fills, so get_sqe() never has to split a linked chain.
+  // plus the wake read and what the target adds: the SQ never fills in practice, and get_sqe()
+  // submits early if it does.
   unsigned entries = pow2_at_least(depth * 4 + 8);
 
   // The fastest setup first; older kernels reject the newer flags with EINVAL.
@@ -151,12 +120,17 @@ int Queue::setup(std::string &why) {
   }
   ring_ok_ = true;
   // Every io_uring_enter then names the ring by its registered index: no fdget/fdput of the ring
-  // file, which in a multi-threaded process (Node's) is an atomic reference count per enter. Not
-  // measurable in the TCG guest (within its noise, 2026-12-02); optional: older kernels refuse it.
+  // file, which in a multi-threaded process (Node's) is an atomic reference count per enter.
+  // Optional: older kernels refuse it.
   io_uring_register_ring_fd(&ring_);
 
-  int fds[2] = {cfg_.ublkc_fd, cfg_.backing_fd};
-  ret = io_uring_register_files(&ring_, fds, 2);
+  // /dev/ublkcN, the target's files, and empty slots for files of this thread only (add_file).
+  files_.clear();
+  files_.reserve(1 + tdev_.files.size() + kSpareFiles);
+  files_.push_back(cfg_.ublkc_fd);
+  for (int fd : tdev_.files) files_.push_back(fd);
+  for (unsigned i = 0; i < kSpareFiles; i++) files_.push_back(-1);
+  ret = io_uring_register_files(&ring_, files_.data(), (unsigned)files_.size());
   if (ret < 0) {
     why = "io_uring_register_files";
     return ret;
@@ -186,6 +160,8 @@ int Queue::setup(std::string &why) {
     why = "allocating tags";
     return -ENOMEM;
   }
+  mbox_.reserve(depth);
+  mbox_taken_.reserve(depth);
   if (cfg_.mode == DataMode::Copy || cfg_.mode == DataMode::UserCopy) {
     // One buffer per tag this thread serves, page aligned for O_DIRECT; anonymous memory is only
     // backed once used.
@@ -201,12 +177,29 @@ int Queue::setup(std::string &why) {
     for (unsigned t = worker_, i = 0; t < depth; t += n, i++)
       slots_[t].buf = bufs_ + (size_t)i * cfg_.max_io_buf_bytes;
   }
+  if (tdev_.tag_bytes > 0) {
+    tag_stride_ = (tdev_.tag_bytes + 15) / 16 * 16;
+    tag_mem_ = new (std::nothrow) uint8_t[tag_stride_ * depth]();
+    if (!tag_mem_) {
+      why = "allocating the target's per-tag state";
+      return -ENOMEM;
+    }
+  }
 
   if (wake_fd_ < 0) {
     why = "eventfd";
     return -EMFILE;
   }
   arm_wake();
+
+  if (ops_->init_queue) {
+    ret = ops_->init_queue(*this, why);
+    if (ret < 0) {
+      if (why.empty()) why = std::string(ops_->name) + " target: per-queue setup";
+      return ret;
+    }
+    target_queue_ready_ = true;
+  }
 
   if (cfg_.batch) {
     ret = batch_setup(why);
@@ -221,25 +214,22 @@ int Queue::setup(std::string &why) {
     return ret;
   }
   // A FETCH or PREP the kernel refuses (bad flags, wrong task) fails at once: catch it before
-  // START_DEV.
+  // START_DEV. Anything else that completed already is handled as the loop would.
   struct io_uring_cqe *cqe;
   while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
-    int res = cqe->res;
-    unsigned cqe_flags = cqe->flags;
-    Kind kind = user_data_kind(cqe->user_data);
-    unsigned ud_tag = user_data_tag(cqe->user_data);
+    const struct io_uring_cqe c = *cqe;
     io_uring_cqe_seen(&ring_, cqe);
-    if (kind == Kind::UblkCmd && res < 0) {
+    Kind kind = user_data_kind(c.user_data);
+    unsigned ud_tag = user_data_tag(c.user_data);
+    if (kind == Kind::UblkCmd && c.res < 0) {
       why = "FETCH_REQ";
-      return res;
+      return c.res;
     }
-    if (kind == Kind::BatchCmd) {
-      if (res < 0) {
-        why = batch_op_of(ud_tag) == kBatchPrep ? "PREP_IO_CMDS" : "FETCH_IO_CMDS";
-        return res;
-      }
-      on_batch_cqe(ud_tag, res, cqe_flags);
+    if (kind == Kind::BatchCmd && c.res < 0) {
+      why = batch_op_of(ud_tag) == kBatchPrep ? "PREP_IO_CMDS" : "FETCH_IO_CMDS";
+      return c.res;
     }
+    on_cqe(&c);
   }
   start_arrived();
   if (stop_requested_.load()) {
@@ -249,12 +239,14 @@ int Queue::setup(std::string &why) {
   return 0;
 }
 
-void Queue::teardown() {
+void QueueThread::teardown() {
   // Closing the ring cancels every command still owned by the kernel.
   if (ring_ok_) {
     io_uring_queue_exit(&ring_);
     ring_ok_ = false;
   }
+  if (target_queue_ready_ && ops_->deinit_queue) ops_->deinit_queue(*this);
+  target_queue_ready_ = false;
   batch_teardown();
   if (descs_) munmap(descs_, descs_len_);
   descs_ = nullptr;
@@ -264,11 +256,32 @@ void Queue::teardown() {
   slots_ = nullptr;
   delete[] arrived_;
   arrived_ = nullptr;
+  delete[] tag_mem_;
+  tag_mem_ = nullptr;
+}
+
+int QueueThread::add_file(int fd) {
+  for (size_t i = 1 + tdev_.files.size(); i < files_.size(); i++) {
+    if (files_[i] != -1) continue;
+    int ret = io_uring_register_files_update(&ring_, (unsigned)i, &fd, 1);
+    if (ret < 0) return ret;
+    files_[i] = fd;
+    return (int)i;
+  }
+  return -EMFILE;
+}
+
+int QueueThread::replace_file(int fixed, int fd) {
+  if (fixed < kFixedTargetFiles || (size_t)fixed >= files_.size()) return -EINVAL;
+  int ret = io_uring_register_files_update(&ring_, (unsigned)fixed, &fd, 1);
+  if (ret < 0) return ret;
+  files_[(size_t)fixed] = fd;
+  return 0;
 }
 
 // ---- the loop ---------------------------------------------------------------------------------
 
-void Queue::loop() {
+void QueueThread::loop() {
   uint64_t deadline = 0;
   for (;;) {
     // Once the kernel aborted a command (STOP_DEV, or QUIESCE_DEV for a live upgrade) it hands
@@ -303,35 +316,65 @@ void Queue::loop() {
       break;
     }
 
-    // Every completion of this pass first, then the backing I/O of the requests that arrived in
-    // it (start_arrived): the SQ then holds this pass's commits ahead of its new backing I/O.
-    // A backing file whose I/O completes inside io_uring_enter (a filesystem on a RAM disk or
-    // pmem, page-cache hits) copies the data of each SQE during the submit, in SQ order; with
-    // new backing I/O queued as each request arrived, the commits behind it waited for those
-    // copies, and fio saw its completions late and in bursts. An earlier fix bounded the pass to
-    // 8 completions (128k seq write 0.68x -> 1.17x the kernel loop, 2026-11); measured in the
-    // VM since (ext4 on brd, QD32, queue thread on CPU 0, 4 interleaved rounds in one boot, x the
-    // kernel loop): bounded 0.78x / 0.80x on 128k read / write, 0.86x / 0.80x on 4k random read
-    // / write; unbounded 0.87x / 0.90x, 0.82x / 0.87x; unbounded with commits first 0.91x /
-    // 0.90x, 0.91x / 0.91x (bench/README.md, "Commits before new backing I/O").
+    // Every completion of this pass first, then the target I/O of the requests that arrived in
+    // it (start_arrived): the SQ then holds this pass's commits ahead of the new requests' I/O.
+    // A store that does its work inside io_uring_enter (a filesystem on a RAM disk, page-cache
+    // hits) would otherwise make the commits wait behind those copies (bench/README.md,
+    // "Commits before new backing I/O").
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       on_cqe(cqe);
-      if (++seen == cqes_per_pass_) break;
+      seen++;
     }
     io_uring_cq_advance(&ring_, seen);
-    flush_commits();  // batch mode: its COMMIT_IO_CMDS, too, ahead of the new backing I/O
+    flush_commits();  // batch mode: its COMMIT_IO_CMDS, too, ahead of the new I/O
     start_arrived();
   }
 }
 
-void Queue::arm_wake() {
+void QueueThread::arm_wake() {
   struct io_uring_sqe *sqe = get_sqe();
   io_uring_prep_read(sqe, wake_fd_, &wake_buf_, sizeof(wake_buf_), 0);
   sqe->user_data = make_user_data(Kind::Wake, 0);
 }
 
-struct io_uring_sqe *Queue::get_sqe() {
+void QueueThread::wake() {
+  if (wake_fd_ < 0 || wake_pending_.exchange(true)) return;
+  uint64_t one = 1;
+  ssize_t r = write(wake_fd_, &one, sizeof(one));
+  (void)r;
+}
+
+void QueueThread::post_completion(unsigned tag, int result) {
+  {
+    std::lock_guard<std::mutex> l(mbox_mu_);
+    mbox_.emplace_back(tag, result);
+  }
+  wake();
+}
+
+void QueueThread::wake_target() {
+  target_woken_.store(true);
+  wake();
+}
+
+// The eventfd was written: by a stop, a posted completion or wake_target. Cleared before the
+// mailbox is read, so a post that comes after the read wakes the ring again.
+void QueueThread::on_wake() {
+  wake_pending_.store(false);
+  {
+    std::lock_guard<std::mutex> l(mbox_mu_);
+    mbox_taken_.swap(mbox_);
+  }
+  for (const auto &e : mbox_taken_) {
+    if (e.first < cfg_.depth && slots_[e.first].busy) complete(e.first, e.second);
+  }
+  mbox_taken_.clear();
+  if (target_woken_.exchange(false) && ops_->handle_event) ops_->handle_event(*this);
+  arm_wake();
+}
+
+struct io_uring_sqe *QueueThread::get_sqe() {
   struct io_uring_sqe *sqe = io_uring_get_sqe(&ring_);
   if (!sqe) {
     io_uring_submit(&ring_);  // the SQ is sized for the worst case; this is only a safety valve
@@ -340,7 +383,7 @@ struct io_uring_sqe *Queue::get_sqe() {
   return sqe;
 }
 
-bool Queue::submit_now_completed_inline(unsigned tag) {
+bool QueueThread::submit_now_completed_inline(unsigned tag) {
   // With DEFER_TASKRUN the completions of I/O that went to a device are posted only while this
   // thread waits in io_uring_enter, so a CQE that appears during a submit without waiting was
   // posted by the submit itself. (Without DEFER_TASKRUN, on kernels before 6.1, some may come
@@ -357,27 +400,29 @@ bool Queue::submit_now_completed_inline(unsigned tag) {
   return false;
 }
 
-struct io_uring_sqe *Queue::get_target_sqe(unsigned tag) {
+struct io_uring_sqe *QueueThread::target_sqe(unsigned tag, unsigned op, unsigned sub) {
   struct io_uring_sqe *sqe = get_sqe();
-  data_inflight_++;
+  if (tag != kNoTag) data_inflight_++;
   // liburing's prep helpers leave user_data alone, so the caller may prep after this.
-  sqe->user_data = make_user_data(Kind::TargetOther, tag);
+  sqe->user_data = make_user_data(Kind::Target, tag, op, sub);
   return sqe;
 }
 
-void Queue::on_cqe(const struct io_uring_cqe *cqe) {
-  Kind kind = user_data_kind(cqe->user_data);
-  unsigned tag = user_data_tag(cqe->user_data);
+void QueueThread::on_cqe(const struct io_uring_cqe *cqe) {
+  const Kind kind = user_data_kind(cqe->user_data);
+  const unsigned tag = user_data_tag(cqe->user_data);
   switch (kind) {
     case Kind::UblkCmd:
       on_ublk_cmd(tag, cqe->res);
       break;
-    case Kind::TargetOther:
-      data_inflight_--;
-      cfg_.target->io_done(*this, tag, cqe->res);
+    case Kind::Target: {
+      if (tag != kNoTag) data_inflight_--;
+      const TargetCqe c{tag, user_data_op(cqe->user_data), user_data_sub(cqe->user_data), cqe->res, cqe->flags};
+      ops_->io_done(*this, c);
       break;
+    }
     case Kind::Wake:
-      if (!stop_requested_.load()) arm_wake();
+      on_wake();
       break;
     case Kind::BatchCmd:
       on_batch_cqe(tag, cqe->res, cqe->flags);
@@ -390,11 +435,11 @@ void Queue::on_cqe(const struct io_uring_cqe *cqe) {
 
 // ---- ublk commands ----------------------------------------------------------------------------
 
-__u64 Queue::cmd_addr(unsigned tag) const {
+__u64 QueueThread::cmd_addr(unsigned tag) const {
   return cfg_.mode == DataMode::Copy ? (__u64)(uintptr_t)slots_[tag].buf : 0;
 }
 
-void Queue::queue_fetch(unsigned tag, bool commit, int result) {
+void QueueThread::queue_fetch(unsigned tag, bool commit, int result) {
   struct io_uring_sqe *sqe = get_sqe();
   io_uring_prep_rw(IORING_OP_URING_CMD, sqe, kFixedUblkc, nullptr, 0, 0);
   sqe->flags = IOSQE_FIXED_FILE;
@@ -414,7 +459,7 @@ void Queue::queue_fetch(unsigned tag, bool commit, int result) {
   cmds_inflight_++;
 }
 
-void Queue::on_ublk_cmd(unsigned tag, int res) {
+void QueueThread::on_ublk_cmd(unsigned tag, int res) {
   cmds_inflight_--;
   if (res == kIoResOk) {
     start_request(tag);
@@ -427,7 +472,7 @@ void Queue::on_ublk_cmd(unsigned tag, int res) {
 
 // A request arrived at `tag` (its descriptor is filled): account for it, and note it for the
 // target.
-void Queue::start_request(unsigned tag) {
+void QueueThread::start_request(unsigned tag) {
   IoSlot &s = slots_[tag];
   s.busy = true;
   busy_++;
@@ -437,19 +482,39 @@ void Queue::start_request(unsigned tag) {
   // Started after the pass's commits are queued (see loop()). A tag comes back only after its
   // commit is submitted, so at most one entry per tag; the check is a safety net.
   if (n_arrived_ == cfg_.depth) {
-    cfg_.target->queue_io(*this, tag);
+    dispatch(tag);
     return;
   }
   arrived_[n_arrived_++] = tag;
 }
 
 // Hands the requests noted by start_request() to the target, in arrival order.
-void Queue::start_arrived() {
-  for (unsigned i = 0; i < n_arrived_; i++) cfg_.target->queue_io(*this, arrived_[i]);
+void QueueThread::start_arrived() {
+  for (unsigned i = 0; i < n_arrived_; i++) dispatch(arrived_[i]);
   n_arrived_ = 0;
 }
 
-void Queue::on_command_refused(int res, const char *what) {
+// What every target would check, checked once here: a kind of request the target does not serve
+// fails with EOPNOTSUPP, a change to a read-only disk with EROFS.
+void QueueThread::dispatch(unsigned tag) {
+  const unsigned op = desc_op(&descs_[tag]);
+  const TargetCaps &caps = ops_->caps;
+  bool served;
+  switch (op) {
+    case kOpRead: served = true; break;
+    case kOpWrite: served = true; break;
+    case kOpFlush: served = caps.flush; break;
+    case kOpDiscard: served = caps.discard; break;
+    case kOpWriteZeroes: served = caps.write_zeroes; break;
+    default: served = false; break;
+  }
+  const bool changes = op == kOpWrite || op == kOpDiscard || op == kOpWriteZeroes;
+  if (cfg_.read_only && changes) complete(tag, -EROFS);
+  else if (!served) complete(tag, -EOPNOTSUPP);
+  else ops_->queue_io(*this, tag);
+}
+
+void QueueThread::on_command_refused(int res, const char *what) {
   stopping_ = true;
   if (res != kIoResAbort && loop_err_ == 0 && !stop_requested_.load()) {
     loop_err_ = res;
@@ -457,7 +522,7 @@ void Queue::on_command_refused(int res, const char *what) {
   }
 }
 
-void Queue::complete(unsigned tag, int result) {
+void QueueThread::complete(unsigned tag, int result) {
   IoSlot &s = slots_[tag];
   const io_desc &d = descs_[tag];
   unsigned op = stat_index(desc_op(&d));
@@ -473,155 +538,6 @@ void Queue::complete(unsigned tag, int result) {
   // Batch mode: one element of the next COMMIT_IO_CMDS. At most `depth` accumulate between two
   // flushes (a tag completes once per request, and gets no new one before it is committed).
   put_batch_elem(commit_bufs_[commit_cur_], commit_count_++, tag, result);
-}
-
-// ---- the data path: the one place that knows the data modes ----------------------------------
-
-__u16 Queue::auto_buf_index(unsigned tag) const {
-  // The table has `depth` slots (setup): index `depth` is past its end.
-  if (auto_buf_miss_every_ && tag % auto_buf_miss_every_ == 0) return (__u16)cfg_.depth;
-  return (__u16)tag;
-}
-
-// AUTO_BUF_REG with FALLBACK: the kernel could not install this request's pages (NEED_REG_BUF).
-bool Queue::auto_reg_missed(unsigned tag) const {
-  return cfg_.mode == DataMode::ZcAuto && (descs_[tag].op_flags & kIoFNeedRegBuf);
-}
-
-bool Queue::need_manual_reg(unsigned tag) const {
-  return cfg_.mode == DataMode::ZcExplicit || auto_reg_missed(tag);
-}
-
-void Queue::start_data_rw(unsigned tag, bool write, __u64 file_off, __u32 len, bool fua) {
-  IoSlot &s = slots_[tag];
-  s.write = write;
-  s.fua = fua;
-  s.file_off = file_off;
-  s.len = len;
-  s.done = 0;
-  s.error = 0;
-  s.uc_second = false;
-  s.manual_reg = need_manual_reg(tag);
-  submit_data_step(tag);
-}
-
-// REGISTER_IO_BUF / UNREGISTER_IO_BUF of request `tag` at buffer-table index `tag`.
-void Queue::prep_buf_cmd(struct io_uring_sqe *sqe, bool reg, unsigned tag) {
-  io_uring_prep_rw(IORING_OP_URING_CMD, sqe, kFixedUblkc, nullptr, 0, 0);
-  sqe->cmd_op = reg ? kIoRegisterIoBuf : kIoUnregisterIoBuf;
-  // HARDLINK: the unregister must run even if the I/O fails, or the request never completes;
-  // a successful register produces no CQE.
-  sqe->flags = IOSQE_FIXED_FILE | (reg ? IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS : 0);
-  io_cmd *c = (io_cmd *)sqe->cmd;
-  c->q_id = (__u16)q_id_;
-  c->tag = (__u16)tag;
-  c->addr = tag;
-  sqe->user_data = make_user_data(reg ? Kind::RegBuf : Kind::UnregBuf, tag);
-}
-
-void Queue::start_zc_touch(unsigned tag, __u32 len) {
-  IoSlot &s = slots_[tag];
-  s.len = len;
-  s.done = len;  // nothing to move: register + unregister only
-  s.error = 0;
-  s.uc_second = true;
-  s.manual_reg = true;
-  prep_buf_cmd(get_sqe(), true, tag);
-  prep_buf_cmd(get_sqe(), false, tag);
-  s.pending = 1;
-  data_inflight_ += 1;
-}
-
-// Submits the next piece of a request's data movement, resuming after `done` bytes.
-void Queue::submit_data_step(unsigned tag) {
-  IoSlot &s = slots_[tag];
-  const __u32 left = s.len - s.done;
-
-  if (cfg_.mode == DataMode::Copy || cfg_.mode == DataMode::UserCopy) {
-    struct io_uring_sqe *sqe = get_sqe();
-    // User copy moves the data in two steps through the tag's buffer: a WRITE request is first
-    // read out of /dev/ublkcN, then written to the file; a READ request goes the other way.
-    bool uc_step = cfg_.mode == DataMode::UserCopy && (s.write != s.uc_second);
-    if (uc_step) {
-      __u64 off = user_copy_offset(q_id_, tag, s.done);
-      if (s.write) io_uring_prep_read(sqe, kFixedUblkc, s.buf + s.done, left, off);
-      else io_uring_prep_write(sqe, kFixedUblkc, s.buf + s.done, left, off);
-      sqe->user_data = make_user_data(Kind::UcCopy, tag);
-    } else {
-      __u64 off = s.file_off + s.done;
-      if (s.write) io_uring_prep_write(sqe, kFixedBacking, s.buf + s.done, left, off);
-      else io_uring_prep_read(sqe, kFixedBacking, s.buf + s.done, left, off);
-      if (s.write && s.fua) sqe->rw_flags = RWF_DSYNC;
-      sqe->user_data = make_user_data(Kind::DataRw, tag);
-    }
-    sqe->flags = IOSQE_FIXED_FILE;
-    s.pending = 1;
-    data_inflight_ += 1;
-    return;
-  }
-
-  // Zero copy: the request's pages sit at buffer index `tag`; the fixed-buffer "address" is the
-  // byte offset into the request.
-  if (s.manual_reg) prep_buf_cmd(get_sqe(), true, tag);
-
-  struct io_uring_sqe *rw = get_sqe();
-  void *addr = (void *)(uintptr_t)s.done;
-  __u64 off = s.file_off + s.done;
-  if (s.write) io_uring_prep_write_fixed(rw, kFixedBacking, addr, left, off, (int)tag);
-  else io_uring_prep_read_fixed(rw, kFixedBacking, addr, left, off, (int)tag);
-  if (s.write && s.fua) rw->rw_flags = RWF_DSYNC;
-  rw->flags = IOSQE_FIXED_FILE | (s.manual_reg ? IOSQE_IO_HARDLINK : 0);
-  rw->user_data = make_user_data(Kind::DataRw, tag);
-  s.pending = 1;
-
-  if (s.manual_reg) {
-    prep_buf_cmd(get_sqe(), false, tag);
-    s.pending = 2;
-  }
-  data_inflight_ += s.pending;
-}
-
-void Queue::on_data_cqe(Kind kind, unsigned tag, int res) {
-  IoSlot &s = slots_[tag];
-  if (kind == Kind::RegBuf) {
-    // Only failures produce this CQE (CQE_SKIP_SUCCESS); it was not counted as pending.
-    if (res < 0 && s.error == 0) s.error = res;
-    return;
-  }
-  data_inflight_--;
-  s.pending--;
-  if (kind == Kind::UnregBuf) {
-    if (res < 0 && s.error == 0) s.error = res;
-  } else if (res < 0) {
-    if (s.error == 0) s.error = res;
-  } else if (res == 0 && s.done < s.len) {
-    // End of file inside the disk: the backing file shrank under us.
-    if (s.error == 0) s.error = -EIO;
-  } else {
-    s.done += (__u32)res;
-  }
-  if (s.pending > 0) return;  // zero copy: wait for the unregister
-
-  if (s.error == -EAGAIN) {
-    s.error = 0;
-    submit_data_step(tag);
-    return;
-  }
-  if (s.error < 0) {
-    complete(tag, s.error);
-    return;
-  }
-  if (s.done < s.len) {  // short read or write: move the rest
-    submit_data_step(tag);
-    return;
-  }
-  if (cfg_.mode == DataMode::UserCopy && !s.uc_second) {
-    s.uc_second = true;
-    s.done = 0;
-    submit_data_step(tag);
-    return;
-  }
-  complete(tag, (int)s.len);
 }
 
 }  // namespace ublk
