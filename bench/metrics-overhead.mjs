@@ -148,7 +148,7 @@ async function main() {
   const cfg = path.join(work, 'mo.json');
   fs.writeFileSync(cfg, JSON.stringify({ service: { metricsAddress: '127.0.0.1:0' }, devices: [{ name: 'mo', target: 'loop', file: img }] }));
   const nodeFlags = (process.env.SERVICE_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-  const svc = spawn(process.execPath, [...nodeFlags, 'dist/daemon/cli.js', 'serve', '--config', cfg, '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const svc = spawn(process.execPath, [...nodeFlags, 'dist/daemon/cli/main.js', 'serve', '--config', cfg, '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   svc.stdout.on('data', (d) => (out += d));
   let fio = null;

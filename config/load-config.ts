@@ -5,14 +5,18 @@
 //
 // A config is a JSON file, or a directory whose *.json files (not recursive, dotfiles skipped) are
 // read in name order as if they were one. Format: config/README.md; schema: ublk-ts.schema.json.
+//
+// What a device entry may hold is the caller's DeviceModel (the daemon's is daemon/spec.ts): this
+// file knows the file format, the service settings and the rules between devices, no target.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { optionLabel, validateAddOptions, type AddOptionKey, type AddSpec, type RawAddOptions } from '../daemon/add-options';
-import { ConfigError, UsageError } from '../daemon/errors';
-import type { LogFormat, LogLevel } from '../daemon/log';
-import { getTarget, realFs, type TargetFs } from '../targets/index';
-import { DEVICE_FIELDS, FIELD_KEYS, NAME_FIELD, configNameOf, fieldByConfigName, hasType, toRaw, typeName } from './device-fields';
+import type { DeviceModel } from '../shared/device-model';
+import { ConfigError } from '../shared/errors';
+import type { LogFormat, LogLevel } from '../shared/log';
+import type { RawOptions } from '../shared/options';
+import { resourceClashes, type ResourceHolder } from '../shared/resources';
+import type { TargetFs } from '../shared/target';
 import {
   CONFIG_ENV,
   DEFAULT_CONFIG_PATH,
@@ -22,15 +26,17 @@ import {
   parseMetricsAddress,
   type MetricsAddress,
   type ServiceKey,
-} from './service-fields';
+} from './service-settings';
 
 const TOP_KEYS = ['$schema', 'service', 'devices'];
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
+/** A device entry's own field besides its add options. */
+export const NAME_FIELD = 'name';
+export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
 
-export interface DeviceConfig {
+export interface DeviceConfig<Spec = unknown> {
   /** unique in the config; logs, STATUS= and metrics use it; SIGHUP matches devices by it */
   readonly name: string;
-  readonly spec: Readonly<AddSpec>;
+  readonly spec: Readonly<Spec>;
   /** where it was declared, e.g. "/etc/ublk-ts/a.json: devices[0]" */
   readonly origin: string;
 }
@@ -40,25 +46,31 @@ export { CONFIG_ENV, DEFAULT_CONFIG_PATH };
 /** Where a service setting's value came from. */
 export type Origin = 'cli' | 'env' | 'default' | `file ${string}`;
 
-export interface Config {
+export interface Config<Spec = unknown> {
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
   /** null: no metrics endpoint */
   readonly metrics: Readonly<MetricsAddress> | null;
-  readonly devices: readonly DeviceConfig[];
+  readonly devices: readonly DeviceConfig<Spec>[];
   /** the config files read, in order */
   readonly files: readonly string[];
   readonly origins: Readonly<Record<ServiceKey, Origin>>;
 }
 
-export interface LoadOptions {
+export interface LoadOptions<Spec> {
+  /** what a device entry may hold and how it is checked */
+  model: DeviceModel<Spec>;
   /** a file or a directory; default: $UBLK_TS_CONFIG, else /etc/ublk-ts */
   path?: string;
   /** service settings from the command line */
   cli?: Partial<Record<ServiceKey, string>>;
   env?: NodeJS.ProcessEnv;
-  /** add options from the command line, applied over every device (`add --config FILE -q 4`) */
-  deviceOverrides?: RawAddOptions;
+  /** add options from the command line (by key), applied over every device (`add --config FILE -q 4`) */
+  deviceOverrides?: RawOptions;
+  /** how messages name an overriding option ("-q/--queues") */
+  overrideLabel?: (key: string) => string;
+  /** where relative paths among the overrides are taken from (the command's directory) */
+  overrideCwd?: string;
   /** `add --config`: the config must declare exactly one device */
   exactlyOneDevice?: boolean;
   /** check backing files (default true); tests pass a fake file system */
@@ -121,19 +133,20 @@ function readJson(file: string, problems: string[]): Json | undefined {
 interface RawDevice {
   name: string;
   nameGiven: boolean;
-  raw: RawAddOptions;
+  /** option values by key */
+  raw: RawOptions;
   file: string;
   at: string;
 }
 
-/** Checks a device entry's keys and JSON types; the values are validateAddOptions' business. */
-function readDevice(v: Json, file: string, at: string, defaultName: string, problems: string[]): RawDevice | undefined {
+/** A device entry's fields as option values by key; unknown fields are problems. */
+function readDevice<Spec>(v: Json, file: string, at: string, defaultName: string, model: DeviceModel<Spec>, problems: string[]): RawDevice | undefined {
   const err = (p: string, msg: string) => problems.push(`${file}: ${p} ${msg}`);
   if (!isObject(v)) {
     err(at, `must be an object, not ${show(v)}`);
     return undefined;
   }
-  const raw: RawAddOptions = {};
+  const raw: RawOptions = {};
   let name = defaultName;
   let nameGiven = false;
   for (const [k, value] of Object.entries(v)) {
@@ -146,18 +159,12 @@ function readDevice(v: Json, file: string, at: string, defaultName: string, prob
       }
       continue;
     }
-    const key = fieldByConfigName(k);
+    const key = model.keyOfField(k);
     if (!key) {
-      const known = [NAME_FIELD, ...FIELD_KEYS.map((f) => DEVICE_FIELDS[f].name)].join(', ');
-      err(`${at}.${k}`, `is not a device setting (known: ${known})`);
+      err(`${at}.${k}`, `is not a device setting (known: ${[NAME_FIELD, ...model.fieldNames()].join(', ')})`);
       continue;
     }
-    const f = DEVICE_FIELDS[key];
-    if (!hasType(f.type, value)) {
-      err(`${at}.${k}`, `must be ${typeName(f.type)}, not ${show(value)}`);
-      continue;
-    }
-    toRaw(key, value, raw);
+    raw[key] = value;
   }
   return { name, nameGiven, raw, file, at };
 }
@@ -167,7 +174,7 @@ interface FileContent {
   devices: RawDevice[];
 }
 
-function readFile(file: string, problems: string[]): FileContent {
+function readFile<Spec>(file: string, model: DeviceModel<Spec>, problems: string[]): FileContent {
   const out: FileContent = { service: {}, devices: [] };
   const doc = readJson(file, problems);
   if (doc === undefined) return out;
@@ -199,7 +206,7 @@ function readFile(file: string, problems: string[]): FileContent {
       const stem = path.basename(file, '.json');
       const n = doc.devices.length;
       doc.devices.forEach((d, i) => {
-        const dev = readDevice(d, file, `devices[${i}]`, n === 1 ? stem : `${stem}-${i}`, problems);
+        const dev = readDevice(d, file, `devices[${i}]`, n === 1 ? stem : `${stem}-${i}`, model, problems);
         if (dev) out.devices.push(dev);
       });
     }
@@ -207,12 +214,8 @@ function readFile(file: string, problems: string[]): FileContent {
   return out;
 }
 
-/** A target's message ("-f /x: no such file or directory") said with the field's JSON path. */
+/** A target's message ("-f /x: no such file or directory") said with the entry's JSON path. */
 function targetProblem(p: string, at: string): string {
-  const f = /^-f (.*?): (.*)$/.exec(p);
-  if (f) return `${at}.file ${show(f[1])}: ${f[2]}`;
-  const s = /^--size (.*)$/.exec(p);
-  if (s) return `${at}.size ${s[1]}`;
   return `${at}: ${p}`;
 }
 
@@ -225,13 +228,14 @@ function deepFreeze<T>(o: T): T {
 }
 
 /** Loads, merges and checks the configuration; throws ConfigError listing every problem. */
-export function loadConfig(opts: LoadOptions = {}): Config {
+export function loadConfig<Spec>(opts: LoadOptions<Spec>): Config<Spec> {
+  const model = opts.model;
   const env = opts.env ?? process.env;
   const problems: string[] = [];
   const configPath = path.resolve(opts.path ?? (env[CONFIG_ENV] || DEFAULT_CONFIG_PATH));
   const files = configFiles(configPath, problems);
   if (opts.exactlyOneDevice && files.length > 1) problems.push(`${configPath}: must be one file here, not a directory`);
-  const contents = files.map((f) => ({ file: f, ...readFile(f, problems) }));
+  const contents = files.map((f) => ({ file: f, ...readFile(f, model, problems) }));
 
   // service settings: cli > env > file(s) > default; two files may not disagree
   const values = {} as Record<ServiceKey, string>;
@@ -264,10 +268,10 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   }
 
   // devices: each checked alone, then against each other
-  const devices: DeviceConfig[] = [];
+  const devices: DeviceConfig<Spec>[] = [];
   const byName = new Map<string, string>();
   const byId = new Map<number, string>();
-  const byFile = new Map<string, { where: string; readOnly: boolean }>();
+  const holders: ResourceHolder[] = [];
   const overrides = opts.deviceOverrides ?? {};
   const all = contents.flatMap((c) => c.devices);
   if (opts.exactlyOneDevice && files.length === 1 && all.length !== 1) {
@@ -275,43 +279,33 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   }
   for (const d of all) {
     const where = `${d.file}: ${d.at}`;
-    const raw: RawAddOptions = { ...d.raw };
+    const raw: RawOptions = { ...d.raw };
     for (const [k, v] of Object.entries(overrides)) if (v !== undefined) raw[k] = v;
     // options given on the command line keep their command-line names in messages
-    const label = (k: AddOptionKey) => (overrides[k] !== undefined ? optionLabel(k) : `${d.at}.${configNameOf(k)}`);
-    let spec: AddSpec | undefined;
-    try {
-      spec = validateAddOptions(raw, { cwd: path.dirname(d.file), label });
-    } catch (err) {
-      if (!(err instanceof UsageError)) throw err;
-      for (const p of err.problems) problems.push(`${d.file}: ${p}`);
+    const label = (k: string) => (overrides[k] !== undefined && opts.overrideLabel ? opts.overrideLabel(k) : `${d.at}.${model.fieldOfKey(k)}`);
+    // values from the command line were made absolute where they were given
+    const fromCli = { keys: new Set(Object.keys(overrides).filter((k) => overrides[k] !== undefined)), cwd: opts.overrideCwd ?? process.cwd() };
+    const { spec, candidate, problems: p } = model.check(raw, { source: 'file', cwd: path.dirname(d.file), label, fromCli });
+    for (const x of p) problems.push(`${d.file}: ${x}`);
+    // a device with bad common options still gets its target and its clashes checked
+    const checked = spec ?? candidate;
+    if (checked && opts.targetFs !== false) {
+      for (const x of model.checkTarget(checked, opts.targetFs)) problems.push(`${d.file}: ${targetProblem(x, d.at)}`);
     }
-    if (spec && opts.targetFs !== false) {
-      for (const p of getTarget(spec.target).validate(spec, opts.targetFs ?? realFs)) {
-        problems.push(`${d.file}: ${targetProblem(p, d.at)}`);
-      }
-    }
-    // Clashes between devices are checked even for a device with other problems (from its raw
-    // values then): every problem is listed in one go.
-    const devId = spec ? spec.devId : typeof raw.number === 'number' ? raw.number : -1;
-    const file = spec ? spec.file : typeof raw.file === 'string' && raw.file ? path.resolve(path.dirname(d.file), raw.file) : undefined;
-    const readOnly = spec ? spec.readOnly : raw.readOnly === true;
     const seenName = byName.get(d.name);
     if (seenName) {
       problems.push(`${d.file}: ${d.at}${d.nameGiven ? '.name' : ''} device name ${show(d.name)} is also used by ${seenName}`);
     } else byName.set(d.name, where);
-    if (devId >= 0) {
-      const seenId = byId.get(devId);
-      if (seenId) problems.push(`${d.file}: ${label('number')} ${devId} is also the id of ${seenId}`);
-      else byId.set(devId, where);
-    }
-    if (file) {
-      const seenFile = byFile.get(file);
-      if (seenFile && !(seenFile.readOnly && readOnly)) {
-        problems.push(
-          `${d.file}: ${label('file')} ${show(file)} is also the backing file of ${seenFile.where} (only read-only devices may share one)`,
-        );
-      } else if (!seenFile) byFile.set(file, { where, readOnly });
+    if (checked) {
+      const devId = model.idOf(checked);
+      if (devId >= 0) {
+        const seenId = byId.get(devId);
+        if (seenId) problems.push(`${d.file}: ${label('id')} ${devId} is also the id of ${seenId}`);
+        else byId.set(devId, where);
+      }
+      const holder = model.holder(checked, where);
+      for (const x of resourceClashes(holder, holders, (r) => `${d.at}: ${r.what} ${show(r.path)}`)) problems.push(`${d.file}: ${x}`);
+      holders.push(holder);
     }
     if (spec) devices.push({ name: d.name, spec, origin: where });
   }

@@ -12,7 +12,6 @@
 // original error: no half-created disk is left behind. Every native control call returns a
 // promise (the addon runs them off the main thread: START_DEV and DEL_DEV can block).
 
-import { DEFAULTS, type AddSpec } from './add-options';
 import type {
   CtrlDevInfo,
   DataMode,
@@ -22,14 +21,16 @@ import type {
   QueueStats,
   ServeOptions,
   TestFaults,
-} from './native/binding-types';
-import { getTarget, type TargetDescription, type TargetFs } from '../targets/index';
-import { flagNames, hex, modeFromFlags, negotiateFlags, UBLK_F } from './features';
-import { errnoCode, friendlyError } from './native/load-binding';
-import { UblkError } from './errors';
-import type { DeviceState, StateStore } from './state-store';
-import { nullLogger, type Log } from './log';
-import { stateName } from './list-format';
+} from '../shared/binding';
+import type { TargetDescription, TargetFs } from '../shared/target';
+import { DEV_STATE, flagNames, hex, stateName, UBLK_F } from '../shared/kernel';
+import { modeFromFlags, negotiateFlags } from './features';
+import { targetOf, type AddSpec } from './spec';
+import { checkResources } from './resource-check';
+import { errnoCode, friendlyError } from './addon/load-binding';
+import { UblkError } from '../shared/errors';
+import { STATE_VERSION, type DeviceState, type StateStore } from './state-store';
+import { nullLogger, type Log } from '../shared/log';
 import { checkRecoverable, recheckSavedSpec } from './recovery-checks';
 
 export type Phase = 'idle' | 'starting' | 'live' | 'stopping' | 'stopped' | 'failed' | 'detached';
@@ -51,10 +52,6 @@ export interface DeviceServerDeps {
   /** faults for tests of paths the kernel seldom takes; never set from the CLI or a config */
   testFaults?: TestFaults;
 }
-
-const UBLK_S_DEV_DEAD = 0;
-const UBLK_S_DEV_QUIESCED = 2;
-const UBLK_S_DEV_FAIL_IO = 3;
 
 const realSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -123,9 +120,10 @@ export class DeviceServer {
     if (!spec) throw new Error('DeviceServer.start() needs an AddSpec');
     const undo: UndoStep[] = [];
     try {
-      // The target first: a missing or unusable backing file is reported before the kernel is
-      // asked for anything.
-      const target = getTarget(spec.target).describe(spec, this.deps.fs);
+      // The target first: a missing or unusable backing store is reported before the kernel is
+      // asked for anything, and so is a backing file another disk writes.
+      const target = await targetOf(spec).describe(spec.target, spec, this.deps.fs);
+      checkResources(spec, this.store);
       for (const note of target.notes) this.log.warn({ event: 'target_note', devId: -1 }, note);
 
       // Negotiate from what this kernel supports; a missing feature fails here, before ADD_DEV.
@@ -136,8 +134,8 @@ export class DeviceServer {
       // ADD_DEV creates /dev/ublkcN (no disk yet). The kernel may clamp queues/depth/buffer size
       // and writes back what it accepted: everything below uses its answer.
       const info = await this.binding.addDev({
-        devId: spec.devId,
-        nrHwQueues: spec.nrQueues,
+        devId: spec.id,
+        nrHwQueues: spec.queues,
         queueDepth: spec.depth,
         maxIoBufBytes: spec.maxIoBufBytes,
         flags,
@@ -175,15 +173,15 @@ export class DeviceServer {
       // START_DEV adds /dev/ublkbN; the pid is the process that serves the device.
       await this.binding.startDev(info.devId, this.pid);
       undo.push({ what: 'STOP_DEV', run: () => this.binding.stopDev(info.devId) });
-      await this.applyIoScheduler(info.devId, spec.ioScheduler ?? DEFAULTS.ioScheduler);
+      await this.applyIoScheduler(info.devId, spec.ioScheduler);
 
       // Only a LIVE device gets a state file; `list` and `recover` rely on it.
       const at = this.now().toISOString();
       const state: DeviceState = {
-        version: 1,
+        version: STATE_VERSION,
         devId: info.devId,
         pid: this.pid,
-        spec: { ...spec, devId: info.devId },
+        spec: { ...spec, id: info.devId },
         flags: hex(info.flags),
         mode,
         tids,
@@ -198,7 +196,7 @@ export class DeviceServer {
       this.event('live', { pid: this.pid, mode, flags: flagNames(info.flags) });
       return state;
     } catch (err) {
-      const failure = friendlyError(err, { devId: this.devId >= 0 ? this.devId : spec.devId });
+      const failure = friendlyError(err, { devId: this.devId >= 0 ? this.devId : spec.id });
       this.log.error({ event: 'add_failed', devId: this.devId, err: (failure as Error).message }, 'add failed');
       await this.rollback(undo);
       this.phase = 'failed';
@@ -240,7 +238,8 @@ export class DeviceServer {
 
   private createServer(target: TargetDescription, info: CtrlDevInfo, mode: DataMode, spec: AddSpec): NativeServer {
     const opts: ServeOptions = {
-      ...target.serve,
+      target: target.serve,
+      readOnly: target.readOnly,
       devId: info.devId,
       nrQueues: info.nrHwQueues,
       depth: info.queueDepth,
@@ -249,8 +248,8 @@ export class DeviceServer {
       // From the device's flags, not the spec: a recovered device serves as it was added.
       batchIo: (info.flags & UBLK_F.BATCH_IO) !== 0n,
       // From the spec (add's, or the one saved for recover): the device's flags do not say it.
-      threadsPerQueue: spec.threadsPerQueue ?? 1,
-      affinity: spec.affinity ?? DEFAULTS.affinity,
+      threadsPerQueue: spec.threadsPerQueue,
+      affinity: spec.affinity,
       ...(this.deps.testFaults ? { testFaults: this.deps.testFaults } : {}),
     };
     const server = this.binding.createServer(opts);
@@ -285,7 +284,7 @@ export class DeviceServer {
   private async afterQueuesExited(): Promise<void> {
     if (!this.queueFailed && this.info && this.info.flags & UBLK_F.USER_RECOVERY) {
       const now = await this.binding.getDevInfo(this.devId).catch(() => undefined);
-      if (this.phase === 'live' && now && now.state !== UBLK_S_DEV_DEAD) {
+      if (this.phase === 'live' && now && now.state !== DEV_STATE.DEAD) {
         this.phase = 'detached';
         this.event('handover', { state: stateName(now.state) }, 'quiesced: handing the device over to a new server');
         try {
@@ -329,7 +328,7 @@ export class DeviceServer {
       // Check the backing file again before touching the device: it may have gone or shrunk.
       // The saved spec passes the add validator again: a damaged file stops here.
       const spec: AddSpec = recheckSavedSpec(saved.spec, devId, this.store.fileFor(devId));
-      const target = getTarget(spec.target).describe(spec, this.deps.fs);
+      const target = await targetOf(spec).describe(spec.target, spec, this.deps.fs);
       const savedSize = Number(saved.target.dev_size);
       if (Number.isFinite(savedSize) && target.sizeBytes < savedSize) {
         throw new UblkError(
@@ -353,6 +352,8 @@ export class DeviceServer {
 
       const state: DeviceState = {
         ...saved,
+        version: STATE_VERSION,
+        spec,
         pid: this.pid,
         tids,
         mode,
@@ -391,7 +392,7 @@ export class DeviceServer {
         if (errnoCode(err) !== 'EBUSY') throw err;
         // EBUSY also answers a device that another `recover` has already brought back
         const now = await this.binding.getDevInfo(devId).catch(() => undefined);
-        if (now && now.state !== UBLK_S_DEV_QUIESCED && now.state !== UBLK_S_DEV_FAIL_IO) {
+        if (now && now.state !== DEV_STATE.QUIESCED && now.state !== DEV_STATE.FAIL_IO) {
           throw new UblkError(
             `device ${devId} became ${stateName(now.state)} (server pid ${now.ublksrvPid}) while this recover waited: ` +
               'another recover got there first',

@@ -8,15 +8,12 @@
 //   \tqueue i: tid T affinity(0 1 )        only with a state file, as ublksrv needs its json
 //   \ttarget {json, keys sorted}           idem; ours adds "zero_copy" and "data_mode"
 
-import type { CtrlDevInfo, DataMode, UblkParams } from './native/binding-types';
+import type { CtrlDevInfo, DataMode, UblkParams } from '../shared/binding';
 import type { DeviceState } from './state-store';
-import { flagNames, hex, modeFromFlags, zeroCopyLabel } from './features';
+import { flagNames, hex, stateName } from '../shared/kernel';
+import { modeFromFlags, zeroCopyLabel } from './features';
 
-export const STATE_NAMES = ['DEAD', 'LIVE', 'QUIESCED', 'FAIL_IO'] as const;
-
-export function stateName(state: number): string {
-  return STATE_NAMES[state] ?? 'UNKNOWN';
-}
+export { stateName } from '../shared/kernel';
 
 export interface QueueView {
   tid: number;
@@ -116,7 +113,7 @@ export function deviceJson(e: ListEntry): Record<string, unknown> {
       : null,
     // threads serving each queue (--threads-per-queue; `tid` above is the first of them): the
     // text layout is ublksrv's and has no place for it
-    threads_per_queue: e.state ? (e.state.spec.threadsPerQueue ?? 1) : null,
+    threads_per_queue: e.state ? e.state.spec.threadsPerQueue : null,
     target: targetJson(e) ?? null,
     managed: e.state !== undefined,
   };

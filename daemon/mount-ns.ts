@@ -18,9 +18,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import type { Log } from './log';
-import type { ServerRequest } from './server-main';
-import { StateStore } from './state-store';
+import type { Log } from '../shared/log';
 
 /** Set by the spawner when it wrapped the server in `unshare --mount`. */
 export const OWN_MOUNT_NS_ENV = 'UBLK_TS_OWN_MOUNT_NS';
@@ -229,19 +227,13 @@ export function dropUblkMounts(keep: string[], env: NodeJS.ProcessEnv = process.
 
 /**
  * server-main's first step: in the namespace `unshare` gave it, let go of the copies of
- * filesystems on ublk disks (keeping the one that holds this device's backing file). Logs what it
- * did; never throws.
+ * filesystems on ublk disks (keeping those that hold `keep`, the paths of this device's target).
+ * Logs what it did; never throws.
  */
-export function dropInheritedMounts(req: ServerRequest, log: Log, env: NodeJS.ProcessEnv = process.env): void {
+export function dropInheritedMounts(keep: string[], log: Log, env: NodeJS.ProcessEnv = process.env): void {
   try {
     if (!ownNamespace(env)) return;
-    let file: string | undefined;
-    try {
-      file = req.action === 'add' ? req.spec.file : new StateStore().read(req.devId)?.spec.file;
-    } catch {
-      // an unreadable state file: recover reports it
-    }
-    const r = dropUblkMounts(file ? [file] : [], env);
+    const r = dropUblkMounts(keep, env);
     if (r.dropped.length > 0) {
       log.info({ event: 'mounts_dropped', mounts: r.dropped }, 'dropped this namespace\'s copies of mounts of ublk disks');
     }

@@ -5,9 +5,10 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DataMode } from './native/binding-types';
-import type { AddSpec } from './add-options';
-import { UblkError } from './errors';
+import type { DataMode } from '../shared/binding';
+import type { AddSpec } from './spec';
+import { migrateSpec } from './spec-migrate';
+import { UblkError } from '../shared/errors';
 
 export const DEFAULT_RUN_DIR = '/run/ublk-ts';
 
@@ -15,8 +16,11 @@ export function runDir(env: NodeJS.ProcessEnv = process.env): string {
   return env.UBLK_TS_RUN_DIR || DEFAULT_RUN_DIR;
 }
 
+/** 2: the spec is common options + a target part (spec.ts); 1 (ublk-ts 0.1): flat, read through migrateSpec. */
+export const STATE_VERSION = 2;
+
 export interface DeviceState {
-  version: 1;
+  version: 1 | 2;
   devId: number;
   /** the per-device server process (ublksrv_pid) */
   pid: number;
@@ -48,7 +52,7 @@ function isState(v: unknown): v is DeviceState {
   const s = v as Partial<DeviceState> | null;
   return (
     !!s &&
-    s.version === 1 &&
+    (s.version === 1 || s.version === 2) &&
     typeof s.devId === 'number' &&
     typeof s.pid === 'number' &&
     typeof s.flags === 'string' &&
@@ -134,7 +138,8 @@ export class StateStore {
     try {
       const v: unknown = JSON.parse(text);
       if (!isState(v) || v.devId !== devId) return { devId, file, error: `${file} is not a ublk-ts state file` };
-      return { devId, file, state: v };
+      // every reader sees today's spec shape; the spec is checked where it is used (recover)
+      return { devId, file, state: { ...v, spec: migrateSpec(v.spec as unknown as Record<string, unknown>) as unknown as AddSpec } };
     } catch {
       return { devId, file, error: `${file} is not valid JSON` };
     }

@@ -248,7 +248,14 @@ Napi::Value SetIoScheduler(const Napi::CallbackInfo &info) {
 
 }  // namespace
 
+// Whether the driver's control device exists (the driver is loaded): the CLI checks it first so
+// that a missing driver gets one clear message before anything else.
+Napi::Value ControlPresent(const Napi::CallbackInfo &info) {
+  return Napi::Boolean::New(info.Env(), access(kControlPath, F_OK) == 0);
+}
+
 void init_ctrl_bindings(Napi::Env env, Napi::Object exports) {
+  exports.Set("controlPresent", Napi::Function::New(env, ControlPresent, "controlPresent"));
   exports.Set("getFeatures", Napi::Function::New(env, GetFeatures, "getFeatures"));
   exports.Set("addDev", Napi::Function::New(env, AddDev, "addDev"));
   exports.Set("delDev", Napi::Function::New(env, DelDev, "delDev"));

@@ -2,10 +2,8 @@
 // at startup (for its code space), so every thread of a Node process, the queue threads too,
 // starts with a PKRU other than the kernel's default. The kernel then writes PKRU on each switch
 // between a queue thread and an idle or kernel thread, twice per request at low queue depth.
-// On hardware a WRPKRU costs little; under QEMU's TCG each one flushes the vCPU's software TLB.
-// Measured in the test VM, QD1 4k random reads: the same native core in a plain C++ process ran
-// 1.2-2.5x the IOPS of the same core inside Node (per round), and lost most of that after one
-// pkey_alloc (bench/README.md, "PKRU").
+// On hardware a WRPKRU costs little; under QEMU's TCG each one flushes the vCPU's software TLB
+// (the measurement: bench/README.md, "PKRU").
 // A queue thread never touches V8's memory, so it takes the kernel's default rights instead.
 #pragma once
 

@@ -1,10 +1,54 @@
 // The loop target: a disk backed by a regular file or a block device, served with O_DIRECT
-// (or through the page cache with --buffered_io) by the native queue threads.
+// (or through the page cache with --buffered_io) by the native queue threads
+// (native/targets/loop.cc).
 
-import type { AddSpec } from '../daemon/add-options';
-import { UsageError } from '../daemon/errors';
-import type { UblkParams } from '../daemon/native/binding-types';
-import { ATTR, basicParams, realFs, type TargetDescription, type TargetDescriptor, type TargetFs } from './index';
+import type { UblkParams } from '../shared/binding';
+import type { CommonSpec } from '../shared/add-options';
+import { UsageError } from '../shared/errors';
+import { ATTR } from '../shared/kernel';
+import { kinds, type ValuesOf } from '../shared/options';
+import { basicParams, defineTarget, realFs, type TargetDescription, type TargetFs } from '../shared/target';
+
+const OPTIONS = {
+  file: {
+    cli: { short: '-f', long: '--file', arg: '<file>' },
+    description: 'backing file or block device (in a config file, a relative path is relative to the file)',
+    kind: kinds.path(),
+  },
+  bufferedIo: {
+    cli: { long: '--buffered_io', aliases: ['--buffered-io'] },
+    description: 'use the page cache instead of O_DIRECT',
+    kind: kinds.switch(),
+    default: false,
+  },
+  offset: {
+    cli: { short: '-o', long: '--offset', arg: '<sectors>' },
+    description: 'where the disk starts in the file, in 512-byte sectors (default: 0)',
+    kind: { ...kinds.int(0, Math.floor(Number.MAX_SAFE_INTEGER / 512)), expect: 'must be a whole number of 512-byte sectors' },
+    default: 0,
+  },
+  size: {
+    cli: { long: '--size', arg: '<bytes>' },
+    description: "disk size in bytes, K/M/G/T suffixes allowed (default: the file's size after the offset)",
+    kind: kinds.bytes(1, Number.MAX_SAFE_INTEGER, undefined, 'must be a whole number of bytes greater than 0 (K, M, G, T suffixes allowed)'),
+  },
+  writeSubmit: {
+    cli: { long: '--write-submit', arg: '<auto|alone|batched>' },
+    description:
+      'how backing writes are submitted: alone (one system call each: a RAM-backed file), batched (with the rest of a pass: a disk), auto watches which completes inline (default: auto; bench/README.md)',
+    kind: kinds.oneOf(['auto', 'alone', 'batched'] as const),
+    default: 'auto',
+  },
+  mtimeStamp: {
+    cli: { long: '--mtime-stamp', arg: '<on|off>' },
+    description:
+      "stamp the backing file's mtime once per clock tick so writes need not (off: every write updates it, and many go to io-wq; default: on)",
+    kind: kinds.oneOf(['on', 'off'] as const),
+    default: 'on',
+  },
+};
+
+type LoopOptions = ValuesOf<typeof OPTIONS>;
 
 /** UINT_MAX >> 9, as ublksrv's loop: the largest discard the block layer may send in one go. */
 const MAX_DISCARD_SECTORS = 0xffffffff >>> 9;
@@ -36,14 +80,14 @@ function sysNumber(fsx: TargetFs, major: number, minor: number, attr: string): n
   return Number(t.trim());
 }
 
-function inspect(spec: AddSpec, fsx: TargetFs): Backing {
-  const b: Backing = { problems: [], notes: [], kind: 'file', total: 0, size: 0, readOnly: spec.readOnly, canDiscard: false, dmaMask: 511 };
-  const file = spec.file;
+function inspect(o: LoopOptions, common: CommonSpec, fsx: TargetFs): Backing {
+  const b: Backing = { problems: [], notes: [], kind: 'file', total: 0, size: 0, readOnly: common.readOnly, canDiscard: false, dmaMask: 511 };
+  const file = o.file;
   if (!file) {
     b.problems.push('-t loop needs -f/--file FILE');
     return b;
   }
-  const lbs = spec.logicalBlockSize;
+  const lbs = common.logicalBlockSize;
 
   let st;
   try {
@@ -65,7 +109,7 @@ function inspect(spec: AddSpec, fsx: TargetFs): Backing {
 
   // Open it the way the server will: read-write unless asked for read-only; a file we may only
   // read becomes a read-only disk rather than an error.
-  if (!spec.readOnly) {
+  if (!common.readOnly) {
     const rw = fsx.tryOpen(file, true);
     if (rw !== undefined) {
       const ro = fsx.tryOpen(file, false);
@@ -91,7 +135,7 @@ function inspect(spec: AddSpec, fsx: TargetFs): Backing {
     st.kind === 'block' ? [st.major, st.minor, ''] : [st.fsMajor ?? 0, st.fsMinor ?? 0, ` (on device ${st.fsMajor}:${st.fsMinor})`];
   if (dm !== 0) {
     const devLbs = sysNumber(fsx, dm, dn, 'queue/logical_block_size');
-    if (devLbs !== undefined && devLbs > lbs && !spec.bufferedIo) {
+    if (devLbs !== undefined && devLbs > lbs && !o.bufferedIo) {
       b.problems.push(`-f ${file}${under}: its logical block size is ${devLbs}, larger than ${lbs}; use -b ${devLbs} or --buffered_io`);
     }
     // With zero copy the request's own pages reach that O_DIRECT I/O: the disk must ask the block
@@ -117,19 +161,19 @@ function inspect(spec: AddSpec, fsx: TargetFs): Backing {
     b.problems.push(`-f ${file}: is empty`);
     return b;
   }
-  const offsetBytes = spec.offsetSectors * 512;
+  const offsetBytes = o.offset * 512;
   if (offsetBytes >= b.total) {
     b.problems.push(
-      `--offset ${spec.offsetSectors} sectors (${offsetBytes} bytes) is at or beyond the end of ${file} (${b.total} bytes)`,
+      `--offset ${o.offset} sectors (${offsetBytes} bytes) is at or beyond the end of ${file} (${b.total} bytes)`,
     );
     return b;
   }
   const avail = b.total - offsetBytes;
-  if (spec.sizeBytes !== undefined) {
-    if (spec.sizeBytes > avail) {
-      b.problems.push(`--size ${spec.sizeBytes} is larger than the ${avail} bytes of ${file} after the offset`);
+  if (o.size !== undefined) {
+    if (o.size > avail) {
+      b.problems.push(`--size ${o.size} is larger than the ${avail} bytes of ${file} after the offset`);
     }
-    b.size = spec.sizeBytes;
+    b.size = o.size;
   } else {
     if (avail % lbs !== 0) {
       b.problems.push(
@@ -142,20 +186,42 @@ function inspect(spec: AddSpec, fsx: TargetFs): Backing {
   return b;
 }
 
-export const loopTarget: TargetDescriptor = {
+export const loopTarget = defineTarget({
   name: 'loop',
+  summary: 'a disk backed by a file or block device',
+  options: OPTIONS,
+  required: ['file'],
+  capabilities: { dataModes: ['copy', 'user_copy', 'zc_auto', 'zc_explicit'], flush: true, discard: true, writeZeroes: true, fua: true },
 
-  validate(spec, fsx = realFs) {
-    return inspect(spec, fsx).problems;
+  check(o, common, label) {
+    const out: string[] = [];
+    // O_DIRECT needs every file offset aligned to the logical block size
+    if (!o.bufferedIo && (o.offset * 512) % common.logicalBlockSize !== 0) {
+      out.push(
+        `${label('offset')} ${o.offset} sectors (${o.offset * 512} bytes) is not a multiple of the logical block size ${common.logicalBlockSize}; align it or use ${label('bufferedIo')}`,
+      );
+    }
+    if (o.size !== undefined && o.size % common.logicalBlockSize !== 0) {
+      out.push(`${label('size')} ${o.size} is not a multiple of the logical block size ${common.logicalBlockSize}`);
+    }
+    return out;
   },
 
-  describe(spec, fsx = realFs): TargetDescription {
-    const b = inspect(spec, fsx);
+  resources(o, common) {
+    return o.file ? [{ what: 'backing file', path: o.file, exclusive: !common.readOnly }] : [];
+  },
+
+  validate(o, common, fsx = realFs) {
+    return inspect(o, common, fsx).problems;
+  },
+
+  describe(o, common, fsx = realFs): TargetDescription {
+    const b = inspect(o, common, fsx);
     if (b.problems.length > 0) throw new UsageError(b.problems);
-    const zeroCopy = spec.zeroCopy !== 'off';
+    const zeroCopy = common.zeroCopy !== 'off';
 
     const params: UblkParams = {
-      basic: basicParams(spec, b.size, ATTR.VOLATILE_CACHE | ATTR.FUA | (b.readOnly ? ATTR.READ_ONLY : 0)),
+      basic: basicParams(common, b.size, ATTR.VOLATILE_CACHE | ATTR.FUA | (b.readOnly ? ATTR.READ_ONLY : 0)),
     };
     if (b.canDiscard) {
       params.discard = {
@@ -171,27 +237,34 @@ export const loopTarget: TargetDescriptor = {
     // devices and tmpfs, as ublksrv's loop; 4095 under a 4K-sector device). No segment limits
     // are needed beyond that: a fixed buffer takes the request's whole bvec, whatever its segment
     // count, and the backing device's own block layer splits the I/O to its limits; what one
-    // READ/WRITE_FIXED does not finish is resumed at the offset it reached (Queue::on_data_cqe).
+    // READ/WRITE_FIXED does not finish is resumed at the offset it reached (data_path.cc).
     if (zeroCopy) params.dma = { alignment: b.dmaMask };
 
     return {
       serve: {
-        target: { name: 'loop', options: { path: spec.file ?? '', directIo: !spec.bufferedIo, readOnly: b.readOnly, offset: spec.offsetSectors * 512 } },
-        readOnly: b.readOnly,
+        name: 'loop',
+        options: {
+          path: o.file ?? '',
+          directIo: !o.bufferedIo,
+          readOnly: b.readOnly,
+          offset: o.offset * 512,
+          writeSubmit: o.writeSubmit,
+          mtimeStamp: o.mtimeStamp === 'on',
+        },
       },
+      readOnly: b.readOnly,
       params,
       json: {
         name: 'loop',
         type: 0,
-        backing_file: spec.file ?? '',
+        backing_file: o.file ?? '',
         dev_size: b.size,
-        direct_io: spec.bufferedIo ? 0 : 1,
-        offset: spec.offsetSectors,
+        direct_io: o.bufferedIo ? 0 : 1,
+        offset: o.offset,
         read_only: b.readOnly ? 1 : 0,
       },
       sizeBytes: b.size,
-      readOnly: b.readOnly,
       notes: b.notes,
     };
   },
-};
+});

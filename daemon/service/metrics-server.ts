@@ -4,9 +4,9 @@
 
 import * as http from 'node:http';
 import type { Registry } from 'prom-client';
-import type { Log } from '../log';
-import { nullLogger } from '../log';
-import type { MetricsAddress } from '../../config/service-fields';
+import type { Log } from '../../shared/log';
+import { nullLogger } from '../../shared/log';
+import type { MetricsAddress } from '../../config/service-settings';
 
 export interface MetricsServer {
   /** where it listens (the real port when 0 was asked for) */

@@ -14,24 +14,10 @@
 // prom-client is loaded by whoever calls createMetricsRegistry (serve only), never by the CLI.
 
 import type * as Prom from 'prom-client';
-import type { DataMode, QueueStats } from '../native/binding-types';
-import type { Phase } from '../device-server';
 import { registerProcessMetrics } from './process-metrics';
-import { UblkExposition } from './ublk-exposition';
+import { UblkExposition, type MetricsDevice } from './ublk-exposition';
 
-/** What metrics need from one device of the service. */
-export interface MetricsDevice {
-  name: string;
-  /** -1 before ADD_DEV answered */
-  devId: number;
-  target: string;
-  phase: Phase;
-  /** kernel-accepted queue depth, when known */
-  depth?: number;
-  mode?: DataMode;
-  /** native counters now; empty when the device is not live */
-  stats(): QueueStats[];
-}
+export type { MetricsDevice } from './ublk-exposition';
 
 export interface BuildInfo {
   version: string;

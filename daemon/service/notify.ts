@@ -4,8 +4,8 @@
 // sent by the native addon (binding.sdNotify: path or abstract '@' socket, no libsystemd); this
 // file only decides what to send and when. Without $NOTIFY_SOCKET every call is a no-op.
 
-import type { Log } from '../log';
-import { nullLogger } from '../log';
+import type { Log } from '../../shared/log';
+import { nullLogger } from '../../shared/log';
 
 export interface NotifierDeps {
   /** binding.sdNotify: true when sent, false without $NOTIFY_SOCKET; throws on a socket error */

@@ -5,10 +5,13 @@
 //   restart needed:   the metrics address and log format; a running device whose settings
 //                     changed keeps running as it is (re-creating it would take its disk away).
 
-import type { AddSpec } from '../add-options';
-import type { LogLevel } from '../log';
-import type { Config, DeviceConfig } from '../../config/load-config';
-import { formatAddress } from '../../config/service-fields';
+import type { AddSpec } from '../spec';
+
+type Config = AnyConfig<AddSpec>;
+type DeviceConfig = AnyDeviceConfig<AddSpec>;
+import type { LogLevel } from '../../shared/log';
+import type { Config as AnyConfig, DeviceConfig as AnyDeviceConfig } from '../../config/load-config';
+import { formatAddress } from '../../config/service-settings';
 
 export interface RunningDevice {
   cfg: DeviceConfig;
@@ -32,9 +35,14 @@ const metricsText = (m: Config['metrics']) => (m ? formatAddress(m) : 'off');
 
 /** AddSpec fields whose values differ (foreground is how a server runs, not what it serves). */
 export function specChanges(a: AddSpec, b: AddSpec): string[] {
-  const keys = new Set([...Object.keys(a), ...Object.keys(b)] as Array<keyof AddSpec>);
-  keys.delete('foreground');
-  return [...keys].filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k])).sort();
+  const flat = (s: AddSpec): Record<string, unknown> => {
+    const { target, ...common } = s;
+    return { ...common, ...Object.fromEntries(Object.entries(target).map(([k, v]) => [k === 'kind' ? 'target' : k, v])) };
+  };
+  const fa = flat(a);
+  const fb = flat(b);
+  const keys = new Set([...Object.keys(fa), ...Object.keys(fb)]);
+  return [...keys].filter((k) => JSON.stringify(fa[k]) !== JSON.stringify(fb[k])).sort();
 }
 
 export function planReload(applied: AppliedSettings, running: ReadonlyMap<string, RunningDevice>, next: Config): ReloadPlan {

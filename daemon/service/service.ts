@@ -11,21 +11,22 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DeviceServer } from '../device-server';
-import type { NativeBinding } from '../native/binding-types';
+import type { NativeBinding } from '../../shared/binding';
 import type { StateStore } from '../state-store';
 import { pidAlive as realPidAlive } from '../state-store';
-import type { Log, LogLevel } from '../log';
-import { describeError } from '../errors';
-import { errnoCode } from '../native/load-binding';
-import { UBLK_F } from '../features';
-import { deleteDevice, defaultDelDeps } from '../commands/del';
+import type { Log, LogLevel } from '../../shared/log';
+import { describeError } from '../../shared/errors';
+import { errnoCode } from '../addon/load-binding';
+import { DEV_STATE, UBLK_F } from '../../shared/kernel';
+import { deleteDevice, defaultDelDeps } from '../delete-device';
 import type { Notifier } from './notify';
-import type { Config, DeviceConfig } from '../../config/load-config';
+import type { Config as AnyConfig, DeviceConfig as AnyDeviceConfig } from '../../config/load-config';
+import type { AddSpec } from '../spec';
 import { planReload, type AppliedSettings, type ReloadPlan, type RunningDevice } from './reload-plan';
 import type { MetricsDevice } from './metrics';
 
-const UBLK_S_DEV_QUIESCED = 2;
-const UBLK_S_DEV_FAIL_IO = 3;
+type Config = AnyConfig<AddSpec>;
+type DeviceConfig = AnyDeviceConfig<AddSpec>;
 
 export interface ServiceDeps {
   binding: NativeBinding;
@@ -116,7 +117,7 @@ export class Service {
     const entry: Entry = { cfg, ds };
     this.entries.set(cfg.name, entry);
     ds.onStopped((reason) => this.stoppedOnItsOwn(entry, reason));
-    const id = cfg.spec.devId;
+    const id = cfg.spec.id;
     if (id >= 0 && (await this.recoverable(id))) await ds.recover(id);
     else {
       if (id >= 0) await this.clearStale(id);
@@ -141,7 +142,7 @@ export class Service {
       const info = await this.deps.binding.getDevInfo(devId);
       return (
         (info.flags & UBLK_F.USER_RECOVERY) !== 0n &&
-        (info.state === UBLK_S_DEV_QUIESCED || info.state === UBLK_S_DEV_FAIL_IO) &&
+        (info.state === DEV_STATE.QUIESCED || info.state === DEV_STATE.FAIL_IO) &&
         !this.pidAlive(saved.pid)
       );
     } catch {
@@ -168,7 +169,7 @@ export class Service {
     // only when the kernel names our dead server as the device's server: never someone else's
     if (info.ublksrvPid !== saved.pid || this.pidAlive(saved.pid)) return;
     this.log.warn({ event: 'stale_device', devId, pid: saved.pid }, `deleting device ${devId} left by a dead server (pid ${saved.pid})`);
-    await deleteDevice(devId, { ...defaultDelDeps(), binding: () => this.deps.binding, store: this.deps.store, checkControl: () => undefined });
+    await deleteDevice(devId, { ...defaultDelDeps(), binding: () => this.deps.binding, store: this.deps.store });
   }
 
   /** A device stopped without being asked to (STOP_DEV from outside, every queue thread gone). */
@@ -272,7 +273,7 @@ export class Service {
     return [...this.entries.values()].map((e) => ({
       name: e.cfg.name,
       devId: e.ds.devId,
-      target: e.cfg.spec.target,
+      target: e.cfg.spec.target.kind,
       phase: e.ds.phase,
       depth: e.ds.info?.queueDepth,
       mode: e.ds.mode,

@@ -8,9 +8,22 @@
 // scrape is one stats() read per device and a number-to-string per sample. prom-client still owns
 // the registry, the content type, the process metrics and the build info (metrics.ts).
 
-import type { QueueStats } from '../native/binding-types';
+import type { DataMode, QueueStats } from '../../shared/binding';
 import type { Phase } from '../device-server';
-import type { MetricsDevice } from './metrics';
+
+/** What metrics need from one device of the service. */
+export interface MetricsDevice {
+  name: string;
+  /** -1 before ADD_DEV answered */
+  devId: number;
+  target: string;
+  phase: Phase;
+  /** kernel-accepted queue depth, when known */
+  depth?: number;
+  mode?: DataMode;
+  /** native counters now; empty when the device is not live */
+  stats(): QueueStats[];
+}
 
 const PHASES: readonly Phase[] = ['starting', 'live', 'stopping', 'stopped', 'failed', 'detached'];
 const OPS = ['read', 'write', 'flush', 'discard', 'write_zeroes', 'other'] as const;

@@ -24,7 +24,7 @@ namespace {
 // are submitted alone there; on a disk that completes by interrupt batching is cheaper. The loop
 // watches which case it is in: the first kProbeWrites writes of every kProbePeriod go alone, and
 // if most completed inside their own submit the rest of the period's writes go alone too.
-// Measurements and the history: bench/README.md, "The mtime stamp" and "A file on a disk".
+// Measurements and history: bench/README.md, "The loop target's backing writes".
 constexpr uint64_t kProbeWrites = 64;
 constexpr uint64_t kProbePeriod = 4096;
 

@@ -101,6 +101,27 @@ describe('add, list and del', () => {
     assertClean('after the scheduler devices');
   });
 
+  test('a file that backs a writable disk is not given to a second one, unless both are read-only or both say --shared', () => {
+    const file = makeBacking('cli-shared.img', 16);
+    const a = addDevice(['-t', 'loop', '-f', file]);
+    let r = cli(['add', '-t', 'loop', '-f', file]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`backing file ${file} is also the backing file of device ${a} \\(/dev/ublkb${a}\\): two disks that write one file corrupt it`));
+    r = cli(['add', '-t', 'loop', '-f', file, '--read-only']);
+    assert.equal(r.code, 1, 'read-only beside a writer is refused too');
+    assert.equal(cli(['del', '-n', String(a)]).code, 0);
+    // both read-only: fine
+    const b = addDevice(['-t', 'loop', '-f', file, '--read-only']);
+    const c = addDevice(['-t', 'loop', '-f', file, '--read-only']);
+    assert.equal(cli(['del', '-n', String(b)]).code, 0);
+    assert.equal(cli(['del', '-n', String(c)]).code, 0);
+    // both shared on purpose: fine
+    const d = addDevice(['-t', 'loop', '-f', file, '--shared']);
+    const e = addDevice(['-t', 'loop', '-f', file, '--shared']);
+    assert.equal(cli(['del', '-a']).code, 0, `del ${d} ${e}`);
+    assertClean('after the shared-file devices');
+  });
+
   test('SIGTERM to a server stops and deletes its device', async () => {
     const id = addDevice(['-t', 'null']);
     const pid = Number(/daemon pid (\d+)/.exec(cli(['list', '-n', String(id)]).stdout)![1]);
@@ -138,7 +159,8 @@ describe('bad input: a clear one-line error, non-zero exit, nothing left behind'
     {
       name: 'not root',
       args: () => ['add', '-t', 'null'],
-      prefix: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'],
+      // nobody, keeping only the capability that reads a checkout nobody may not (under /root)
+      prefix: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search', '--'],
       expect: /root/i,
     },
   ];

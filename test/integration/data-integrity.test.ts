@@ -47,6 +47,27 @@ describe('loop, batch I/O (--batch-io)', () => {
   }
 });
 
+// The loop's write settings (--write-submit, --mtime-stamp; bench/README.md, "The loop target's
+// backing writes"): each way of submitting backing writes keeps the data, and the state file keeps
+// the setting for a recovered server.
+describe('loop, write settings', () => {
+  for (const args of [['--write-submit', 'alone'], ['--write-submit', 'batched', '--mtime-stamp', 'off']]) {
+    test(`${args.join(' ')}, zero copy: fio crc32c verify; list's state keeps the setting`, () => {
+      const file = makeBacking('verify-writes.img', DISK_MIB);
+      const id = addDevice(['-t', 'loop', '-f', file, '-z', ...args]);
+      try {
+        fioVerify(id);
+        const run = process.env.UBLK_TS_RUN_DIR || '/run/ublk-ts';
+        const saved = JSON.parse(fs.readFileSync(`${run}/${String(id).padStart(4, '0')}.json`, 'utf8'));
+        assert.equal(saved.spec.target.writeSubmit, args[1]);
+        assert.equal(saved.spec.target.mtimeStamp, args.includes('off') ? 'off' : 'on');
+      } finally {
+        delDevice(id);
+      }
+    });
+  }
+});
+
 // Several threads per queue (UBLK_F_PER_IO_DAEMON): each thread fetches, serves and commits its
 // own share of every queue's tags on its own ring. Three threads for a depth of 64 also splits the
 // tags unevenly (22, 21, 21).

@@ -12,9 +12,10 @@ import * as vm from 'node:vm';
 import assert from 'node:assert/strict';
 import { DeviceServer } from '../../daemon/device-server';
 import { StateStore } from '../../daemon/state-store';
-import { getBinding } from '../../daemon/native/load-binding';
-import { validateAddOptions, type RawAddOptions } from '../../daemon/add-options';
-import type { NativeBinding } from '../../daemon/native/binding-types';
+import { getBinding } from '../../daemon/addon/load-binding';
+import { validateAddOptions } from '../../daemon/spec';
+import type { RawOptions as RawAddOptions } from '../../shared/options';
+import type { NativeBinding } from '../../shared/binding';
 import { RunResult, cli, processAlive, sleep, trace, ublkDevices } from './helpers';
 
 export const RUN_DIR = process.env.UBLK_TS_RUN_DIR ?? '/run/ublk-ts';
@@ -156,7 +157,7 @@ export function inProcessStore(): StateStore {
 
 /** Adds a device served by this process (real addon, real driver). */
 export async function addInProcess(raw: RawAddOptions, store: StateStore): Promise<DeviceServer> {
-  const spec = validateAddOptions(raw, { cwd: '/' });
+  const spec = validateAddOptions(raw, { source: 'cli', cwd: '/' });
   const ds = new DeviceServer(spec, { binding: binding(), store });
   await ds.start();
   return ds;

@@ -79,7 +79,7 @@ test('a backing file truncated under the device: reads past its new end fail wit
   const store = inProcessStore();
   const file = makeBacking('fault-trunc.img', 16);
   const pat = pattern('trunc-pattern', 256);
-  const ds = await addInProcess({ type: 'loop', file }, store);
+  const ds = await addInProcess({ target: 'loop', file }, store);
   const id = ds.devId;
   try {
     sh(`dd if=${pat} of=/dev/ublkb${id} bs=64k oflag=direct status=none`);
@@ -104,11 +104,11 @@ test('a backing block device that fails every I/O: reads and writes get errors a
   const store = inProcessStore();
   const pat = pattern('eio-pattern', 256);
   // lower: a disk that fails I/O while its server is gone (-e 1); upper: a loop disk on it
-  const lower = await addInProcess({ type: 'loop', file: makeBacking('fault-lower.img', 32), recovery: '1', recoveryFailIo: '1' }, store);
+  const lower = await addInProcess({ target: 'loop', file: makeBacking('fault-lower.img', 32), recovery: '1', recoveryFailIo: '1' }, store);
   let lower2: DeviceServer | undefined;
   let upper: DeviceServer | undefined;
   try {
-    upper = await addInProcess({ type: 'loop', file: `/dev/ublkb${lower.devId}` }, store);
+    upper = await addInProcess({ target: 'loop', file: `/dev/ublkb${lower.devId}` }, store);
     const dev = `/dev/ublkb${upper.devId}`;
     sh(`dd if=${pat} of=${dev} bs=64k oflag=direct status=none`);
 

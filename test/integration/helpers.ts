@@ -286,7 +286,7 @@ export function writeServiceConfig(file: string, devices: unknown[]): void {
 
 /** Starts `ublk-ts serve --config FILE` with JSON logs; its stderr goes to ours. */
 export function startService(config: string, env: NodeJS.ProcessEnv = {}): ServiceRun {
-  const child = spawn(process.execPath, [path.join(REPO, 'dist', 'daemon', 'cli.js'), 'serve', '--config', config, '--log-format', 'json'], {
+  const child = spawn(process.execPath, [path.join(REPO, 'dist', 'daemon', 'cli', 'main.js'), 'serve', '--config', config, '--log-format', 'json'], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -182,7 +182,7 @@ test('-r 1 -e 1: while no server runs I/O fails at once (FAIL_IO); recover bring
   const file = makeBacking('rec-failio.img', 16);
   const pat = path.join(workDir(), 'rec-pattern');
   sh(`dd if=/dev/urandom of=${pat} bs=64k count=1 status=none`);
-  const ds = await addInProcess({ type: 'loop', file, recovery: '1', recoveryFailIo: '1' }, store);
+  const ds = await addInProcess({ target: 'loop', file, recovery: '1', recoveryFailIo: '1' }, store);
   const id = ds.devId;
   let ds2: DeviceServer | undefined;
   try {
@@ -214,8 +214,8 @@ test('-r 1 -e 1: while no server runs I/O fails at once (FAIL_IO); recover bring
 // brings them back (the device's flags do not say how many), each re-fetching its own tags.
 for (const [i, variant] of [
   { name: '', raw: {}, threads: [] as string[] },
-  { name: ' (zero copy, batch I/O)', raw: { zerocopy: true, batchIo: true }, threads: [] },
-  { name: ' (zero copy, 2 threads per queue)', raw: { zerocopy: true, threadsPerQueue: '2' }, threads: ['q0.0', 'q0.1'] },
+  { name: ' (zero copy, batch I/O)', raw: { zeroCopy: true, batchIo: true }, threads: [] },
+  { name: ' (zero copy, 2 threads per queue)', raw: { zeroCopy: true, threadsPerQueue: '2' }, threads: ['q0.0', 'q0.1'] },
 ].entries()) {
   test(`-r 1${variant.name}: I/O issued while the disk is QUIESCED waits, then completes after recover`, async () => {
     const store = inProcessStore();
@@ -224,7 +224,7 @@ for (const [i, variant] of [
     const pat = path.join(workDir(), `rec-pattern-q${tag}`);
     const out = path.join(workDir(), `rec-q${tag}.out`);
     sh(`dd if=/dev/urandom of=${pat} bs=64k count=1 status=none`);
-    const ds = await addInProcess({ type: 'loop', file, recovery: '1', ...variant.raw }, store);
+    const ds = await addInProcess({ target: 'loop', file, recovery: '1', ...variant.raw }, store);
     const id = ds.devId;
     let ds2: DeviceServer | undefined;
     try {
@@ -270,9 +270,8 @@ test('recover refuses what it cannot do, and says why; the device is left as it 
   const store = inProcessStore();
   const env = { UBLK_TS_RUN_DIR: store.dir };
   const file = makeBacking('rec-refuse.img', 16);
-  const live = await addInProcess({ type: 'loop', file, recovery: '1' }, store);
-  const plain = await addInProcess({ type: 'null', size: '16M' }, store);
-  let again: DeviceServer | undefined;
+  const live = await addInProcess({ target: 'loop', file, recovery: '1' }, store);
+  const plain = await addInProcess({ target: 'null', size: '16M' }, store);
   try {
     const say = (r: { stderr: string }) => trace(`recover refusal: ${r.stderr.trim()}`);
     let r = cli(['recover', '-n', String(live.devId)], { env });
@@ -297,10 +296,26 @@ test('recover refuses what it cannot do, and says why; the device is left as it 
     await assert.rejects(recoverInProcess(live.devId, store), /shrank from 16777216 to 8388608 bytes/);
     assert.equal(await kernelState(live.devId), STATE.QUIESCED);
     sh(`truncate -s 16M ${file}`);
-    again = await recoverInProcess(live.devId, store);
+
+    // ublksrv's spelling names the target again: other options than the disk's are refused
+    const id = String(live.devId);
+    r = cli(['recover', '-n', id, '-t', 'null'], { env });
+    say(r);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, new RegExp(`device ${id} is a loop disk, not "null"`));
+    r = cli(['recover', '-n', id, '-t', 'loop', '-f', `${file}.other`], { env });
+    say(r);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, new RegExp(`device ${id} was added with -f/--file "${file}", not "${file}.other"`));
+    assert.equal(await kernelState(live.devId), STATE.QUIESCED, 'refusals leave the disk as it was');
+    // ... and the same options bring it back
+    r = cli(['recover', '-t', 'loop', '-f', file, '-n', id], { env });
+    assert.equal(r.code, 0, r.stderr);
     assert.equal(await kernelState(live.devId), STATE.LIVE);
+    r = cli(['del', '-n', id], { env });
+    assert.equal(r.code, 0, r.stderr);
   } finally {
-    await removeInProcess(live.devId, live, again);
+    await removeInProcess(live.devId, live);
     await removeInProcess(plain.devId, plain);
     fs.rmSync(store.dir, { recursive: true, force: true });
   }

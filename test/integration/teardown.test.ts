@@ -92,10 +92,10 @@ test('200 add/del cycles (in process, real addon): no device, thread, fd, state 
   const store = inProcessStore();
   try {
     const variants = [
-      { type: 'null', size: '64M' },
-      { type: 'null', size: '64M', queues: '2', depth: '32' },
-      { type: 'null', size: '64M', zerocopy: true },
-      { type: 'null', size: '64M', recovery: '1', recoveryReissue: '1' },
+      { target: 'null', size: '64M' },
+      { target: 'null', size: '64M', queues: '2', depth: '32' },
+      { target: 'null', size: '64M', zeroCopy: true },
+      { target: 'null', size: '64M', recovery: '1', recoveryReissue: '1' },
     ];
     const cycle = async (i: number) => {
       const ds = await addInProcess(variants[i % variants.length], store);
@@ -121,7 +121,7 @@ test('20 crash/recover cycles (in process) under reads and writes: nothing left,
   const file = makeBacking('td-cycles.img', 16);
   const pat = path.join(workDir(), 'td-pattern');
   sh(`dd if=/dev/urandom of=${pat} bs=64k count=4 status=none`);
-  let ds: DeviceServer | undefined = await addInProcess({ type: 'loop', file, recovery: '1', recoveryReissue: '1', queues: '2' }, store);
+  let ds: DeviceServer | undefined = await addInProcess({ target: 'loop', file, recovery: '1', recoveryReissue: '1', queues: '2' }, store);
   const id = ds.devId;
   try {
     const cycle = async (i: number) => {
@@ -152,7 +152,7 @@ test('stop during heavy I/O (in process): threads joined, fds closed, fio gets e
   const file = makeBacking('td-stop.img', 64);
   try {
     const before = footprint();
-    const ds = await addInProcess({ type: 'loop', file, queues: '2', depth: '64' }, store);
+    const ds = await addInProcess({ target: 'loop', file, queues: '2', depth: '64' }, store);
     const f = heavyIo(ds.devId);
     await waitForIo(ds.devId, 2000, 120_000);
     assert.ok(!f.exited(), 'fio ended before the stop');

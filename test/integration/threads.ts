@@ -2,7 +2,7 @@
 // several threads per queue), CPU time and the CPUs they may run on.
 import * as fs from 'node:fs';
 import { parseCpuList } from '../../daemon/list-format';
-import { readAffinity } from '../../daemon/commands/list';
+import { readAffinity } from '../../daemon/cli/device-view';
 
 /**
  * The threads of process `pid` serving a queue of device `id`: its server's pid comes from

@@ -15,9 +15,10 @@ import * as path from 'node:path';
 import { requireKernel } from './kernel-gate';
 import { cli, fio, makeBacking, trace, verifyJobs, workDir } from './helpers';
 import { find, parseExposition } from '../prom-text';
-import { validateAddOptions, type RawAddOptions } from '../../daemon/add-options';
+import { validateAddOptions } from '../../daemon/spec';
+import type { RawOptions as RawAddOptions } from '../../shared/options';
 import { DeviceServer } from '../../daemon/device-server';
-import { getBinding } from '../../daemon/native/load-binding';
+import { getBinding } from '../../daemon/addon/load-binding';
 import { StateStore } from '../../daemon/state-store';
 import { createMetricsRegistry } from '../../daemon/service/metrics';
 
@@ -26,7 +27,7 @@ describe('zero copy (auto): requests the kernel could not register are registere
   const devices = new Map<string, DeviceServer>();
 
   const startDevice = async (name: string, raw: RawAddOptions) => {
-    const spec = validateAddOptions(raw, { cwd: '/' });
+    const spec = validateAddOptions(raw, { source: 'cli', cwd: '/' });
     const ds = new DeviceServer(spec, { binding: getBinding(), store: new StateStore(runDir), testFaults: { autoBufMissEvery: 2 } });
     devices.set(name, ds);
     await ds.start();
@@ -35,7 +36,7 @@ describe('zero copy (auto): requests the kernel could not register are registere
   before(async () => {
     requireKernel();
     fs.rmSync(runDir, { recursive: true, force: true });
-    const common = { type: 'loop', zerocopy: true, zcMode: 'auto', queues: 2, depth: 64 };
+    const common = { target: 'loop', zeroCopy: true, zcMode: 'auto', queues: 2, depth: 64 };
     await startDevice('per-tag', { ...common, file: makeBacking('zc-fallback.img', 64) });
     await startDevice('batch', { ...common, file: makeBacking('zc-fallback-batch.img', 64), batchIo: true });
   });

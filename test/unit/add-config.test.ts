@@ -6,8 +6,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { prepareAddFromConfig } from '../../daemon/commands/add';
-import { ConfigError } from '../../daemon/errors';
+import { prepareAdd } from '../../daemon/cli/commands/add';
+import { StateStore } from '../../daemon/state-store';
+import { ConfigError } from '../../shared/errors';
 
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'ublk-ts');
 
@@ -18,28 +19,33 @@ function cfg(v: unknown): { dir: string; file: string } {
   return { dir, file };
 }
 
-test('prepareAddFromConfig: the file\'s device, command-line options over it, root and driver checked after', () => {
+test('add --config: the file\'s device, command-line options over it, root and driver checked after', () => {
   const { dir, file } = cfg({ service: { logLevel: 'debug' }, devices: [{ target: 'loop', file: 'img', depth: 64 }] });
   fs.writeFileSync(path.join(dir, 'img'), Buffer.alloc(1 << 20));
   fs.writeFileSync(path.join(dir, 'other'), Buffer.alloc(1 << 20));
+  const store = new StateStore(path.join(dir, 'run'));
   const order: string[] = [];
-  const r = prepareAddFromConfig({ queues: '2' }, file, { euid: 0, checkControl: () => order.push('control'), env: {} });
-  assert.equal(r.spec.file, path.join(dir, 'img'));
-  assert.equal(r.spec.nrQueues, 2);
+  const r = prepareAdd({ queues: '2' }, { euid: 0, checkControl: () => order.push('control'), store }, file);
+  assert.equal(r.spec.target.file, path.join(dir, 'img'));
+  assert.equal(r.spec.queues, 2);
   assert.equal(r.spec.depth, 64);
-  assert.equal(r.config.logLevel, 'debug');
+  assert.equal(r.logOpts.level, 'debug');
   // a relative -f on the command line is relative to where the command runs
-  const o = prepareAddFromConfig({ file: 'other' }, file, { euid: 0, checkControl: () => undefined, cwd: dir, env: {} });
-  assert.equal(o.spec.file, path.join(dir, 'other'));
-  assert.throws(() => prepareAddFromConfig({}, file, { euid: 1000, checkControl: () => undefined, env: {} }), /must be run as root/);
+  const o = prepareAdd({ file: 'other' }, { euid: 0, checkControl: () => undefined, cwd: dir, store }, file);
+  assert.equal(o.spec.target.file, path.join(dir, 'other'));
+  assert.throws(() => prepareAdd({}, { euid: 1000, checkControl: () => undefined, store }, file), /must be run as root/);
   assert.deepEqual(order, ['control']);
 });
 
-test('prepareAddFromConfig: a bad file is reported whole, before root and driver', () => {
+test('add --config: a bad file is reported whole, before root and driver', () => {
   const { file } = cfg({ devices: [{ target: 'loop', file: 'missing', queues: 99 }] });
   assert.throws(
-    () => prepareAddFromConfig({}, file, { euid: 1000, checkControl: () => assert.fail('checked the driver'), env: {} }),
-    (e: Error) => e instanceof ConfigError && e.problems.length === 1 && /devices\[0\]\.queues must be a whole number from 1 to 64, not 99/.test(e.message),
+    () => prepareAdd({}, { euid: 1000, checkControl: () => assert.fail('checked the driver') }, file),
+    (e: Error) =>
+      e instanceof ConfigError &&
+      e.problems.length === 2 &&
+      /devices\[0\]\.queues must be a whole number from 1 to 64, not 99/.test(e.message) &&
+      /devices\[0\]: -f .*missing: no such file or directory/.test(e.message),
   );
 });
 
@@ -54,7 +60,6 @@ test('the CLI: `add --config FILE --foreground` serves the device; bad file exit
     env: {
       ...process.env,
       UBLK_TS_ADDON: path.join(__dirname, 'fake-addon.js'),
-      UBLK_TS_CONTROL: '/dev/null',
       UBLK_TS_RUN_DIR: path.join(dir, 'run'),
       UBLK_TS_LOG_LEVEL: 'silent',
     },

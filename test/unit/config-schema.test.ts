@@ -5,24 +5,43 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import Ajv2020 from 'ajv/dist/2020';
 import { buildSchema, schemaText } from '../../config/schema';
-import { DEVICE_FIELDS, FIELD_KEYS } from '../../config/device-fields';
-import { SERVICE_KEYS } from '../../config/service-fields';
+import { SERVICE_KEYS } from '../../config/service-settings';
+import { DEVICE_MODEL } from '../../daemon/spec';
 
 const CONFIG = path.resolve(__dirname, '..', '..', '..', 'config');
 
-test('config/ublk-ts.schema.json is up to date (regenerate: node dist/config/schema.js > config/ublk-ts.schema.json)', () => {
-  assert.equal(fs.readFileSync(path.join(CONFIG, 'ublk-ts.schema.json'), 'utf8'), schemaText());
+test('config/ublk-ts.schema.json is up to date (regenerate: npm run build:ts && npm run config-schema)', () => {
+  assert.equal(fs.readFileSync(path.join(CONFIG, 'ublk-ts.schema.json'), 'utf8'), schemaText(DEVICE_MODEL));
 });
 
 test('the schema names every device and service setting, and forbids others', () => {
-  const s = buildSchema() as any;
+  const s = buildSchema(DEVICE_MODEL) as any;
   const device = s.$defs.device;
-  assert.equal(device.additionalProperties, false);
-  assert.deepEqual(Object.keys(device.properties).sort(), ['name', ...FIELD_KEYS.map((k) => DEVICE_FIELDS[k].name)].sort());
+  assert.equal(device.unevaluatedProperties, false);
+  const targetFields = device.allOf.flatMap((a: any) => Object.keys(a.then.properties));
+  assert.deepEqual([...new Set([...Object.keys(device.properties), ...targetFields])].sort(), ['name', ...DEVICE_MODEL.fieldNames()].sort());
   assert.deepEqual(Object.keys(s.properties.service.properties).sort(), [...SERVICE_KEYS].sort());
   assert.equal(s.additionalProperties, false);
   assert.deepEqual(device.required, ['target']);
+});
+
+test('the schema (ajv, draft 2020-12) accepts the examples and refuses what the loader refuses', () => {
+  const ajv = new Ajv2020({ allErrors: true, strict: false });
+  const validate = ajv.compile(JSON.parse(fs.readFileSync(path.join(CONFIG, 'ublk-ts.schema.json'), 'utf8')));
+  for (const n of fs.readdirSync(path.join(CONFIG, 'examples')).filter((x) => x.endsWith('.json'))) {
+    const ok = validate(JSON.parse(fs.readFileSync(path.join(CONFIG, 'examples', n), 'utf8')));
+    assert.ok(ok, `${n}: ${JSON.stringify(validate.errors)}`);
+  }
+  const refused = (device: unknown) => !validate({ devices: [device] });
+  assert.ok(refused({ target: 'loop', queues: 2 }), 'loop without file');
+  assert.ok(refused({ target: 'null', queues: '4' }), 'a string where a number belongs');
+  assert.ok(refused({ target: 'null', queues: 65 }), 'out of range');
+  assert.ok(refused({ target: 'null', frob: 1 }), 'an unknown field');
+  assert.ok(refused({ target: 'null', file: '/x' }), "another target's field");
+  assert.ok(!refused({ target: 'loop', file: '/x', size: '1G', zeroCopy: 'explicit' }), 'a good loop device');
+  assert.ok(!refused({ target: 'null', size: 4096 }), 'a good null device');
 });
 
 test('the examples and the schema are valid JSON Schema 2020-12 (python3 jsonschema, when installed)', (t) => {

@@ -5,8 +5,14 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadConfig, type LoadOptions } from '../../config/load-config';
-import { ConfigError, UsageError } from '../../daemon/errors';
+import { loadConfig as loadWithModel, type LoadOptions } from '../../config/load-config';
+import { ConfigError, UsageError } from '../../shared/errors';
+import { DEVICE_MODEL, optionLabel, type AddSpec } from '../../daemon/spec';
+
+/** The loader with ublk-ts's own device model, as `serve` and `add --config` call it. */
+function loadConfig(opts: Omit<LoadOptions<AddSpec>, 'model'>) {
+  return loadWithModel({ model: DEVICE_MODEL, overrideLabel: optionLabel, ...opts });
+}
 
 function tmp(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'ublk-ts-cfg-'));
@@ -26,7 +32,7 @@ function backing(dir: string, name = 'disk.img', bytes = 1 << 20): string {
 }
 
 /** The problems a config is rejected with. */
-function problems(opts: LoadOptions): string[] {
+function problems(opts: Omit<LoadOptions<AddSpec>, 'model'>): string[] {
   try {
     loadConfig({ env: {}, ...opts });
   } catch (err) {
@@ -48,9 +54,9 @@ test('defaults: a file with devices only', () => {
   assert.deepEqual(c.origins, { logLevel: 'default', logFormat: 'default', metricsAddress: 'default' });
   assert.deepEqual(c.files, [f]);
   assert.deepEqual(c.devices.map((x) => x.name), ['a-0', 'z']);
-  assert.equal(c.devices[0].spec.file, path.join(d, 'disk.img'), 'relative to the config file');
-  assert.equal(c.devices[0].spec.devId, -1);
-  assert.equal(c.devices[1].spec.devId, 3);
+  assert.equal(c.devices[0].spec.target.file, path.join(d, 'disk.img'), 'relative to the config file');
+  assert.equal(c.devices[0].spec.id, -1);
+  assert.equal(c.devices[1].spec.id, 3);
   assert.equal(c.devices[0].origin, `${f}: devices[0]`);
 });
 
@@ -94,7 +100,7 @@ test('a directory: its *.json files in name order, dotfiles and subdirectories s
   write(path.join(d, 'instances'), 'x.json', { devices: [{ target: 'null', id: 1 }] });
   const c = loadConfig({ path: d, env: {} });
   assert.deepEqual(c.files, [path.join(d, 'a.json'), path.join(d, 'b.json')]);
-  assert.deepEqual(c.devices.map((x) => [x.name, x.spec.devId]), [['a', 1], ['b', 2]]);
+  assert.deepEqual(c.devices.map((x) => [x.name, x.spec.id]), [['a', 1], ['b', 2]]);
   assert.equal(c.logLevel, 'debug');
 });
 
@@ -115,22 +121,25 @@ test('every problem of a bad config is listed at once, each with its file and JS
     ],
   });
   const p = problems({ path: f });
+  const known =
+    'name, target, id, queues, depth, logicalBlockSize, zeroCopy, userCopy, batchIo, threadsPerQueue, affinity, maxIoBufBytes, recovery, recoveryReissue, recoveryFailIo, readOnly, ioScheduler, shared, file, bufferedIo, offset, size, writeSubmit, mtimeStamp';
+  const clash = 'two disks that write one file corrupt it (only read-only disks, or disks that all say --shared, may share one)';
   const expected = [
     `${f}: colour is not a setting (known: $schema, service, devices)`,
     `${f}: service.logLevel must be one of fatal, error, warn, info, debug, trace, silent, not "loud"`,
     `${f}: service.metricsAddress must be "HOST:PORT" (e.g. "127.0.0.1:9101", "[::1]:9101") or "off", not "0.0.0.0"`,
     `${f}: service.port is not a service setting (known: logLevel, logFormat, metricsAddress)`,
-    `${f}: devices[0].queues must be a whole number, not "4"`,
-    `${f}: devices[0].frob is not a device setting (known: name, target, file, id, queues, depth, logicalBlockSize, zeroCopy, userCopy, batchIo, threadsPerQueue, affinity, maxIoBufBytes, bufferedIo, offset, size, recovery, recoveryReissue, recoveryFailIo, readOnly, ioScheduler)`,
+    `${f}: devices[0].queues must be a whole number from 1 to 64, not "4"`,
+    `${f}: devices[0].frob is not a device setting (known: ${known})`,
     `${f}: devices[1].zeroCopy must be true, false, "auto" or "explicit", not "yes"`,
     `${f}: devices[6] must be an object, not "nope"`,
-    `${f}: devices[0].file "${path.join(d, 'missing.img')}": no such file or directory`,
+    `${f}: devices[0]: -f ${path.join(d, 'missing.img')}: no such file or directory`,
     `${f}: devices[1].depth must be a whole number from 1 to 4096, not 0`,
     `${f}: devices[2].id 5 is also the id of ${f}: devices[1]`,
     `${f}: devices[3].target must be loop or null, not "disk"`,
     `${f}: devices[3].name device name "b" is also used by ${f}: devices[2]`,
     `${f}: devices[5].recoveryReissue 1 needs devices[5].recovery 1`,
-    `${f}: devices[5].file "${path.join(d, 'shared.img')}" is also the backing file of ${f}: devices[4] (only read-only devices may share one)`,
+    `${f}: devices[5]: backing file "${path.join(d, 'shared.img')}" is also the backing file of ${f}: devices[4]: ${clash}`,
   ];
   for (const e of expected) assert.ok(p.includes(e), `missing: ${e}\n got:\n${p.join('\n')}`);
   assert.equal(p.length, expected.length, p.join('\n'));
@@ -141,10 +150,15 @@ test('two writable devices on one file are refused; two read-only ones are fine'
   backing(d);
   const f = write(d, 'a.json', { devices: [{ target: 'loop', file: 'disk.img' }, { target: 'loop', file: 'disk.img' }] });
   assert.deepEqual(problems({ path: f }), [
-    `${f}: devices[1].file "${path.join(d, 'disk.img')}" is also the backing file of ${f}: devices[0] (only read-only devices may share one)`,
+    `${f}: devices[1]: backing file "${path.join(d, 'disk.img')}" is also the backing file of ${f}: devices[0]: two disks that write one file corrupt it (only read-only disks, or disks that all say --shared, may share one)`,
   ]);
   const g = write(d, 'b.json', { devices: [{ target: 'loop', file: 'disk.img', readOnly: true }, { target: 'loop', file: 'disk.img', readOnly: true }] });
   assert.equal(loadConfig({ path: g, env: {} }).devices.length, 2);
+  // shared on purpose: both say so
+  const h = write(d, 'c.json', { devices: [{ target: 'loop', file: 'disk.img', shared: true }, { target: 'loop', file: 'disk.img', shared: true }] });
+  assert.equal(loadConfig({ path: h, env: {} }).devices.length, 2);
+  const i = write(d, 'e.json', { devices: [{ target: 'loop', file: 'disk.img', shared: true }, { target: 'loop', file: 'disk.img' }] });
+  assert.equal(problems({ path: i }).length, 1, 'one of two saying --shared is not enough');
 });
 
 test('duplicate ids and names across the files of a directory', () => {
@@ -198,9 +212,8 @@ test('add --config: one device; command-line options override it and keep their 
   const d = tmp();
   const f = write(d, 'one.json', { devices: [{ target: 'null', queues: 2, depth: 64 }] });
   const c = loadConfig({ path: f, env: {}, exactlyOneDevice: true, deviceOverrides: { queues: '4', foreground: true } });
-  assert.equal(c.devices[0].spec.nrQueues, 4);
+  assert.equal(c.devices[0].spec.queues, 4);
   assert.equal(c.devices[0].spec.depth, 64);
-  assert.equal(c.devices[0].spec.foreground, true);
   assert.deepEqual(problems({ path: f, exactlyOneDevice: true, deviceOverrides: { depth: '0' } }), [
     `${f}: -d/--depth must be a whole number from 1 to 4096, not "0"`,
   ]);
@@ -240,9 +253,9 @@ test('every device setting reaches the AddSpec', () => {
   assert.deepEqual(
     { ...s },
     {
-      target: 'loop',
-      devId: 4,
-      nrQueues: 2,
+      target: { kind: 'loop', file: path.join(d, 'disk.img'), bufferedIo: true, offset: 8, size: 4 << 20, writeSubmit: 'auto', mtimeStamp: 'on' },
+      id: 4,
+      queues: 2,
       depth: 32,
       logicalBlockSize: 4096,
       maxIoBufBytes: 1 << 20,
@@ -251,16 +264,12 @@ test('every device setting reaches the AddSpec', () => {
       batchIo: true,
       threadsPerQueue: 1,
       affinity: 'cpu',
-      file: path.join(d, 'disk.img'),
-      bufferedIo: true,
-      offsetSectors: 8,
-      sizeBytes: 4 << 20,
       recovery: true,
       recoveryReissue: false,
       recoveryFailIo: true,
-      foreground: false,
       readOnly: true,
       ioScheduler: 'mq-deadline',
+      shared: false,
     },
   );
   const z = write(d, 'z.json', { devices: [{ target: 'null', zeroCopy: true }, { target: 'null', zeroCopy: false, userCopy: true }] });

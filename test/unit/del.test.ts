@@ -3,20 +3,21 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { deleteDevice, runDel, type DelDeps } from '../../daemon/commands/del';
+import { deleteDevice, type DelDeps } from '../../daemon/delete-device';
+import { runDel } from '../../daemon/cli/commands/del';
 import { StateStore } from '../../daemon/state-store';
-import { UsageError } from '../../daemon/errors';
+import { UsageError } from '../../shared/errors';
 import { FakeBinding } from './fake-binding';
 import { savedState } from './state-fixture';
 
-function setup(over: Partial<DelDeps> = {}) {
+function setup(over: Partial<DelDeps & { checkControl: () => void }> = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ublk-ts-del-'));
   const binding = new FakeBinding();
   const store = new StateStore(dir);
   const alive = new Set<number>();
   const kills: Array<[number, string]> = [];
   const warnings: string[] = [];
-  const deps: DelDeps = {
+  const deps: DelDeps & { checkControl: () => void } = {
     binding: () => binding,
     store,
     kernelIds: () => [...binding.devices.keys()],

@@ -5,9 +5,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DeviceServer } from '../../daemon/device-server';
 import { StateStore, type DeviceState } from '../../daemon/state-store';
-import { validateAddOptions, type RawAddOptions } from '../../daemon/add-options';
+import { validateAddOptions } from '../../daemon/spec';
+import type { RawOptions as RawAddOptions } from '../../shared/options';
 import { FakeBinding, nativeError } from './fake-binding';
-import { UblkError } from '../../daemon/errors';
+import { UblkError } from '../../shared/errors';
 
 const PID = 777;
 
@@ -15,14 +16,14 @@ function setup(raw: RawAddOptions = {}, features = 0xfffn) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ublk-ts-ds-'));
   const store = new StateStore(dir);
   const binding = new FakeBinding(features);
-  const spec = validateAddOptions({ type: 'null', ...raw }, { cwd: '/' });
+  const spec = validateAddOptions({ target: 'null', ...raw }, { source: 'cli', cwd: '/' });
   const ds = new DeviceServer(spec, { binding, store, pid: PID, sleep: async () => undefined });
   const cleanup = () => fs.rmSync(dir, { recursive: true, force: true });
   return { dir, store, binding, spec, ds, cleanup };
 }
 
 test('add: the control sequence, in order', async () => {
-  const t = setup({ queues: '2', zerocopy: true, recovery: '1' });
+  const t = setup({ queues: '2', zeroCopy: true, recovery: '1' });
   try {
     const st = await t.ds.start();
     assert.deepEqual(t.binding.ops(), ['getFeatures', 'addDev', 'setParams', 'createServer', 'server.start', 'startDev', 'setIoScheduler']);
@@ -42,7 +43,7 @@ test('add: the control sequence, in order', async () => {
     assert.equal(st.pid, PID);
     assert.deepEqual(st.tids, [1000, 1001]);
     assert.equal(st.flags, '0x849');
-    assert.equal(st.spec.devId, 0);
+    assert.equal(st.spec.id, 0);
     assert.deepEqual(t.store.read(0), st);
     assert.equal(t.binding.devices.get(0)?.info.state, 1);
   } finally {
@@ -83,7 +84,7 @@ const failCases: FailCase[] = [
   {
     name: 'a feature is missing',
     arrange: () => undefined,
-    raw: { zerocopy: true },
+    raw: { zeroCopy: true },
     features: 0x7fen,
     ops: ['getFeatures'],
     message: "this kernel's ublk driver lacks a feature: -z/--zerocopy needs UBLK_F_SUPPORT_ZERO_COPY (Linux 6.15 or later)",
@@ -91,7 +92,7 @@ const failCases: FailCase[] = [
   {
     name: 'ADD_DEV fails (id in use)',
     arrange: (t) => t.binding.addDevice(5),
-    raw: { number: '5' },
+    raw: { id: '5' },
     ops: ['getFeatures', 'addDev'],
     message: 'device id 5 is already in use',
   },
@@ -100,7 +101,7 @@ const failCases: FailCase[] = [
     arrange: (t) => {
       t.binding.dropFlags = 0x800n;
     },
-    raw: { zerocopy: true },
+    raw: { zeroCopy: true },
     ops: ['getFeatures', 'addDev', 'delDev'],
     message: 'the kernel did not accept AUTO_BUF_REG for device 0',
   },

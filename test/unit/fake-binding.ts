@@ -7,11 +7,12 @@ import type {
   NativeBinding,
   NativeError,
   NativeServer,
+  NativeTargetCaps,
   QueueExitEvent,
   QueueStats,
   ServeOptions,
   UblkParams,
-} from '../../daemon/native/binding-types';
+} from '../../shared/binding';
 
 const ERRNO: Record<string, number> = {
   EPERM: 1,
@@ -111,7 +112,19 @@ export class FakeBinding implements NativeBinding {
   /** what every server's stats() answers (default: nothing) */
   statsFn?: (opts: ServeOptions) => QueueStats[];
 
+  /** whether /dev/ublk-control "exists" */
+  control = true;
+
   constructor(public features: bigint = 0x7fffn) {}
+
+  controlPresent(): boolean {
+    return this.control;
+  }
+
+  targets(): NativeTargetCaps[] {
+    const all = ['copy', 'user_copy', 'zc_auto', 'zc_explicit'] as const;
+    return ['loop', 'null'].map((name) => ({ name, dataModes: [...all], flush: true, discard: true, writeZeroes: true, fua: true }));
+  }
 
   record(op: FakeOp, args: unknown[]): void {
     this.calls.push({ op, args });

@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { flagNames, modeFromFlags, negotiateFlags, UBLK_F, zeroCopyOutlook } from '../../daemon/features';
-import { UblkError } from '../../daemon/errors';
-import { formatFeatures } from '../../daemon/commands/features';
+import { modeFromFlags, negotiateFlags, zeroCopyOutlook } from '../../daemon/features';
+import { flagNames, UBLK_F } from '../../shared/kernel';
+import { UblkError } from '../../shared/errors';
+import { formatFeatures } from '../../daemon/cli/commands/features';
 
 const base: { zeroCopy: 'off' | 'auto' | 'explicit'; userCopy: boolean; recovery: boolean; recoveryReissue: boolean; recoveryFailIo: boolean } = { zeroCopy: 'off', userCopy: false, recovery: false, recoveryReissue: false, recoveryFailIo: false };
 const ALL = (1n << 20n) - 1n;

@@ -3,18 +3,19 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { runList, type ListDeps } from '../../daemon/commands/list';
-import { runFeatures } from '../../daemon/commands/features';
+import { runList } from '../../daemon/cli/commands/list';
+import type { ListDeps } from '../../daemon/cli/device-view';
+import { runFeatures } from '../../daemon/cli/commands/features';
 import { StateStore } from '../../daemon/state-store';
 import { DeviceServer } from '../../daemon/device-server';
-import { validateAddOptions } from '../../daemon/add-options';
+import { validateAddOptions } from '../../daemon/spec';
 import { FakeBinding } from './fake-binding';
 
 async function setup() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ublk-ts-list-'));
   const binding = new FakeBinding(0xfffn);
   const store = new StateStore(dir);
-  const spec = validateAddOptions({ type: 'null', size: '1G', zerocopy: true }, { cwd: '/' });
+  const spec = validateAddOptions({ target: 'null', size: '1G', zeroCopy: true }, { source: 'cli', cwd: '/' });
   await new DeviceServer(spec, { binding, store, pid: 321 }).start();
   binding.addDevice(4, { ublksrvPid: 99 }, {
     basic: {

@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { deviceJson, formatDevice, parseCpuList, sortedJson, stateName, type ListEntry } from '../../daemon/list-format';
 import type { DeviceState } from '../../daemon/state-store';
-import type { CtrlDevInfo, UblkParams } from '../../daemon/native/binding-types';
-import { validateAddOptions } from '../../daemon/add-options';
+import type { CtrlDevInfo, UblkParams } from '../../shared/binding';
+import { validateAddOptions } from '../../daemon/spec';
 
 const info: CtrlDevInfo = {
   nrHwQueues: 2,
@@ -34,10 +34,10 @@ const params: UblkParams = {
 };
 
 const state: DeviceState = {
-  version: 1,
+  version: 2,
   devId: 0,
   pid: 1239110,
-  spec: { ...validateAddOptions({ type: 'loop', file: '10M', zerocopy: true }, { cwd: '/root' }), devId: 0 },
+  spec: { ...validateAddOptions({ target: 'loop', file: '10M', zeroCopy: true }, { source: 'cli', cwd: '/root' }), id: 0 },
   flags: '0x849',
   mode: 'zc_auto',
   tids: [1239111, 1239112],

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { candidatePaths, friendlyError, getBinding, setBindingForTests } from '../../daemon/native/load-binding';
-import { UblkError } from '../../daemon/errors';
+import { candidatePaths, friendlyError, getBinding, loadBinding, setBindingForTests } from '../../daemon/addon/load-binding';
+import { UblkError } from '../../shared/errors';
 import { FakeBinding, nativeError } from './fake-binding';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -14,6 +14,17 @@ test('candidate paths: $UBLK_TS_ADDON, then build/Release, build/Debug', () => {
     path.join(ROOT, 'build', 'Debug', 'ublk_native.node'),
   ]);
   assert.equal(candidatePaths({}).length, 2);
+});
+
+test('no addon: one error naming every path tried and what to do', () => {
+  assert.throws(
+    () => loadBinding(['/nonexistent/addon.node', '/nonexistent/build/Release/ublk_native.node']),
+    (e: Error) =>
+      e instanceof UblkError &&
+      e.message ===
+        'cannot load the native addon (tried /nonexistent/addon.node: not found; /nonexistent/build/Release/ublk_native.node: not found); ' +
+          'build it with `apt-get install liburing-dev pkg-config build-essential` then `npm run build:native`',
+  );
 });
 
 test('setBindingForTests injects a fake', () => {

@@ -5,7 +5,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createLogger, prettyLine } from '../../daemon/log';
+import { createLogger, prettyLine } from '../../shared/log';
 
 function capture(level: string, format = 'json') {
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ublk-ts-log-')), 'out');

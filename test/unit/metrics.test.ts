@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { createMetricsRegistry, type MetricsDevice } from '../../daemon/service/metrics';
 import { UblkExposition, escapeLabel, secondsLabel } from '../../daemon/service/ublk-exposition';
-import type { QueueStats } from '../../daemon/native/binding-types';
+import type { QueueStats } from '../../shared/binding';
 import { find, parseExposition } from '../prom-text';
 
 const BOUNDS = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000, Infinity];
@@ -151,11 +151,11 @@ test('promtool check metrics finds no problem (when promtool is installed)', asy
 });
 
 test('the CLI does not load prom-client (only `serve` does)', () => {
-  const cli = path.resolve(__dirname, '..', '..', 'daemon', 'cli.js');
+  const cli = path.resolve(__dirname, '..', '..', 'daemon', 'cli', 'main.js');
   const prog = `
     const { buildProgram } = require(${JSON.stringify(cli)});
     buildProgram({ code: 0 });
-    require(${JSON.stringify(path.resolve(__dirname, '..', '..', 'daemon', 'commands', 'list.js'))});
+    require(${JSON.stringify(path.resolve(__dirname, '..', '..', 'daemon', 'cli', 'commands', 'list.js'))});
     const loaded = Object.keys(require.cache).filter((f) => /prom-client|pino/.test(f));
     process.stdout.write(JSON.stringify(loaded));`;
   const r = spawnSync(process.execPath, ['-e', prog], { encoding: 'utf8' });

@@ -6,7 +6,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Notifier, watchdogIntervalMs } from '../../daemon/service/notify';
-import type { NativeBinding } from '../../daemon/native/binding-types';
+import type { NativeBinding } from '../../shared/binding';
 import { listenNotify, python3 } from '../notify-socket';
 
 const ADDON = path.resolve(__dirname, '..', '..', '..', 'build', 'Release', 'ublk_native.node');

@@ -8,18 +8,20 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DeviceServer } from '../../daemon/device-server';
 import { StateStore } from '../../daemon/state-store';
-import { validateAddOptions, type AddSpec, type RawAddOptions } from '../../daemon/add-options';
-import { checkRecoverable, recheckSavedSpec, specToRaw } from '../../daemon/recovery-checks';
-import { runRecover } from '../../daemon/commands/recover';
-import { deleteDevice, type DelDeps } from '../../daemon/commands/del';
-import { UblkError, UsageError } from '../../daemon/errors';
+import { validateAddOptions, type AddSpec } from '../../daemon/spec';
+import type { RawOptions as RawAddOptions } from '../../shared/options';
+import { checkRecoverable, recheckSavedSpec } from '../../daemon/recovery-checks';
+import { specToRaw } from '../../daemon/spec';
+import { runRecover } from '../../daemon/cli/commands/recover';
+import { deleteDevice, type DelDeps } from '../../daemon/delete-device';
+import { UblkError, UsageError } from '../../shared/errors';
 import { FakeBinding } from './fake-binding';
 
 function setup(raw: RawAddOptions = { recovery: '1' }) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ublk-ts-rec-'));
   const store = new StateStore(dir);
   const binding = new FakeBinding(0xfffn);
-  const spec = validateAddOptions({ type: 'null', ...raw }, { cwd: '/' });
+  const spec = validateAddOptions({ target: 'null', ...raw }, { source: 'cli', cwd: '/' });
   const ds = new DeviceServer(spec, { binding, store, pid: 777, sleep: async () => undefined });
   return { dir, store, binding, ds, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
@@ -114,12 +116,12 @@ function editState(store: StateStore, devId: number, edit: (spec: Record<string,
 }
 
 for (const [name, edit, why] of [
-  ['a relative backing file', (s: Record<string, unknown>) => Object.assign(s, { target: 'loop', file: 'disk.img' }), /backing file "disk.img" is not an absolute path/],
-  ['a negative offset', (s: Record<string, unknown>) => Object.assign(s, { target: 'loop', file: '/x.img', offsetSectors: -8 }), /-o\/--offset must be a whole number/],
-  ['a size that is not a number', (s: Record<string, unknown>) => Object.assign(s, { sizeBytes: '1e9' }), /--size must be a whole number/],
-  ['an unknown target', (s: Record<string, unknown>) => Object.assign(s, { target: 'qcow9' }), /-t\/--type must be loop or null/],
-  ['a flag that is not a boolean', (s: Record<string, unknown>) => Object.assign(s, { readOnly: 'yes' }), /readOnly is not true or false/],
-  ['queue depth out of range', (s: Record<string, unknown>) => Object.assign(s, { depth: 100000 }), /-d\/--depth must be a whole number from 1 to 4096/],
+  ['a relative backing file', (s: Record<string, unknown>) => Object.assign(s, { target: { kind: 'loop', file: 'disk.img' } }), /target\.file "disk\.img" is not as ublk-ts writes it \("\/disk\.img"\)/],
+  ['a negative offset', (s: Record<string, unknown>) => Object.assign(s, { target: { kind: 'loop', file: '/x.img', offset: -8 } }), /offset must be a whole number of 512-byte sectors, not -8/],
+  ['a size that is not a number', (s: Record<string, unknown>) => Object.assign(s, { target: { kind: 'null', size: '1e9' } }), /size must be a whole number of bytes/],
+  ['an unknown target', (s: Record<string, unknown>) => Object.assign(s, { target: { kind: 'qcow9' } }), /target must be loop or null, not "qcow9"/],
+  ['a flag that is not a boolean', (s: Record<string, unknown>) => Object.assign(s, { readOnly: 'yes' }), /readOnly must be true or false, not "yes"/],
+  ['queue depth out of range', (s: Record<string, unknown>) => Object.assign(s, { depth: 100000 }), /depth must be a whole number from 1 to 4096, not 100000/],
 ] as const) {
   test(`recover: a state file with ${name} is refused before the kernel is asked for anything`, async () => {
     const t = await quiesced();
@@ -141,17 +143,17 @@ for (const [name, edit, why] of [
 
 test('recheckSavedSpec: every valid spec comes back as it was', () => {
   const specs: AddSpec[] = [
-    validateAddOptions({ type: 'null' }, { cwd: '/' }),
-    validateAddOptions({ type: 'null', size: '1G', queues: '4', depth: '64', zerocopy: true, zcMode: 'explicit', recovery: '1', recoveryReissue: '1' }, { cwd: '/' }),
+    validateAddOptions({ target: 'null' }, { source: 'cli', cwd: '/' }),
+    validateAddOptions({ target: 'null', size: '1G', queues: '4', depth: '64', zeroCopy: true, zcMode: 'explicit', recovery: '1', recoveryReissue: '1' }, { source: 'cli', cwd: '/' }),
     validateAddOptions(
-      { type: 'loop', file: '/a/b.img', offset: '8', bufferedIo: true, readOnly: true, logicalBlockSize: '4096', maxIoBufBytes: '1M', recoveryFailIo: '1', usercopy: true, size: '8M' },
-      { cwd: '/' },
+      { target: 'loop', file: '/a/b.img', offset: '8', bufferedIo: true, readOnly: true, logicalBlockSize: '4096', maxIoBufBytes: '1M', recoveryFailIo: '1', userCopy: true, size: '8M' },
+      { source: 'cli', cwd: '/' },
     ),
   ];
   for (const [i, spec] of specs.entries()) {
-    const s = { ...spec, devId: 5 + i };
+    const s = { ...spec, id: 5 + i };
     assert.deepEqual(recheckSavedSpec(s, 5 + i, '/run/x.json'), s);
-    assert.deepEqual(validateAddOptions(specToRaw(s), { cwd: '/' }), s);
+    assert.deepEqual(validateAddOptions(specToRaw(s), { source: 'file', cwd: '/' }), s);
   }
   assert.throws(() => recheckSavedSpec(null, 1, 'f'), /no device spec/);
 });
@@ -199,7 +201,6 @@ test('del refuses a disk that is in use: nothing is signalled or stopped', async
       kill: (pid) => kills.push(pid),
       sleep: async () => undefined,
       warn: () => undefined,
-      checkControl: () => undefined,
       timeoutMs: 100,
       serverExitMs: 10,
       pollMs: 1,

@@ -3,12 +3,15 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { planReload, specChanges, type RunningDevice } from '../../daemon/service/reload-plan';
-import { validateAddOptions } from '../../daemon/add-options';
-import type { Config, DeviceConfig } from '../../config/load-config';
+import { validateAddOptions, type AddSpec } from '../../daemon/spec';
+import type { Config as AnyConfig, DeviceConfig as AnyDeviceConfig } from '../../config/load-config';
+
+type Config = AnyConfig<AddSpec>;
+type DeviceConfig = AnyDeviceConfig<AddSpec>;
 
 const dev = (name: string, raw: Record<string, string | boolean> = {}): DeviceConfig => ({
   name,
-  spec: validateAddOptions({ type: 'null', ...raw }, { cwd: '/' }),
+  spec: validateAddOptions({ target: 'null', ...raw }, { source: 'cli', cwd: '/' }),
   origin: `test: ${name}`,
 });
 
@@ -45,12 +48,13 @@ test('live: log level, devices added and removed, devices down come back', () =>
 
 test('restart needed: metrics address, log format, and a running device whose settings changed', () => {
   const running = new Map<string, RunningDevice>([['a', { cfg: dev('a', { queues: '1' }), up: true }]]);
-  const plan = planReload(applied, running, config([dev('a', { queues: '2', zerocopy: true })], { metrics: null, logFormat: 'pretty' }));
+  const plan = planReload(applied, running, config([dev('a', { queues: '2', zeroCopy: true })], { metrics: null, logFormat: 'pretty' }));
   assert.deepEqual(plan.restartNeeded, ['logFormat: json → pretty', 'metricsAddress: 127.0.0.1:9101 → off']);
-  assert.deepEqual(plan.changed, [{ name: 'a', fields: ['nrQueues', 'zeroCopy'] }]);
+  assert.deepEqual(plan.changed, [{ name: 'a', fields: ['queues', 'zeroCopy'] }]);
   assert.deepEqual(plan.add, []);
 });
 
-test('specChanges ignores foreground', () => {
+test('specChanges: foreground is not part of a spec; target options count', () => {
   assert.deepEqual(specChanges(dev('a').spec, dev('a', { foreground: true }).spec), []);
+  assert.deepEqual(specChanges(dev('a').spec, dev('a', { size: '1G' }).spec), ['size']);
 });

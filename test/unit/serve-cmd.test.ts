@@ -10,18 +10,18 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { runServe, type ServeHandle } from '../../daemon/commands/serve';
-import { ConfigError } from '../../daemon/errors';
+import { runServe, type ServeHandle } from '../../daemon/service/run-service';
+import { ConfigError } from '../../shared/errors';
 import { StateStore } from '../../daemon/state-store';
-import { createLogger } from '../../daemon/log';
+import { createLogger } from '../../shared/log';
 import { FakeBinding } from './fake-binding';
 import { listenNotify, python3 } from '../notify-socket';
 import { find, parseExposition } from '../prom-text';
-import type { QueueStats } from '../../daemon/native/binding-types';
+import type { QueueStats } from '../../shared/binding';
 import { fakeAddonEnv } from './fake-addon-env';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
-const CLI = path.join(ROOT, 'dist', 'daemon', 'cli.js');
+const CLI = path.join(ROOT, 'dist', 'daemon', 'cli', 'main.js');
 const ADDON = path.join(ROOT, 'build', 'Release', 'ublk_native.node');
 
 function tmp(): string {
@@ -183,8 +183,8 @@ test('as a process: an invalid config exits 2 and lists every problem on stderr'
     r.stderr,
     [
       'ublk-ts: invalid configuration (3 problems):',
-      `  - ${cfg}: devices[1].depth must be a whole number, not "deep"`,
       '  - --metrics-address must be "HOST:PORT" (e.g. "127.0.0.1:9101", "[::1]:9101") or "off", not "nowhere"',
+      `  - ${cfg}: devices[1].depth must be a whole number from 1 to 4096, not "deep"`,
       `  - ${cfg}: devices[1].id 1 is also the id of ${cfg}: devices[0]`,
       '',
     ].join('\n'),

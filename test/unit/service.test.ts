@@ -10,15 +10,18 @@ import * as path from 'node:path';
 import { Service } from '../../daemon/service/service';
 import { Notifier } from '../../daemon/service/notify';
 import { StateStore } from '../../daemon/state-store';
-import { validateAddOptions } from '../../daemon/add-options';
-import type { Config, DeviceConfig } from '../../config/load-config';
-import type { LogLevel } from '../../daemon/log';
+import { validateAddOptions, type AddSpec } from '../../daemon/spec';
+import type { Config as AnyConfig, DeviceConfig as AnyDeviceConfig } from '../../config/load-config';
+
+type Config = AnyConfig<AddSpec>;
+type DeviceConfig = AnyDeviceConfig<AddSpec>;
+import type { LogLevel } from '../../shared/log';
 import { FakeBinding, nativeError } from './fake-binding';
 import { savedState } from './state-fixture';
 
 const dev = (name: string, raw: Record<string, string | boolean> = {}): DeviceConfig => ({
   name,
-  spec: validateAddOptions({ type: 'null', size: '1M', ...raw }, { cwd: '/' }),
+  spec: validateAddOptions({ target: 'null', size: '1M', ...raw }, { source: 'cli', cwd: '/' }),
   origin: `test: ${name}`,
 });
 
@@ -60,7 +63,7 @@ function setup(devices: DeviceConfig[], opts: { pidAlive?: (pid: number) => bool
 }
 
 test('start: every device live and its disk node present before READY=1; STATUS lists them', async () => {
-  const t = setup([dev('a'), dev('b', { number: '5' })]);
+  const t = setup([dev('a'), dev('b', { id: '5' })]);
   await t.svc.start();
   const ready = t.timeline.indexOf('READY=1');
   assert.ok(ready > 0);
@@ -74,7 +77,7 @@ test('start: every device live and its disk node present before READY=1; STATUS 
 });
 
 test('start: one device fails → the others are stopped and deleted, no READY=1, the error is thrown', async () => {
-  const t = setup([dev('a'), dev('b', { number: '0' })]); // b asks for the id a got
+  const t = setup([dev('a'), dev('b', { id: '0' })]); // b asks for the id a got
   await assert.rejects(t.svc.start(), /device id 0 is already in use/);
   assert.ok(!t.notes.some((n) => n.startsWith('READY=1')));
   assert.ok(t.notes.some((n) => n.startsWith('STOPPING=1')));
@@ -110,7 +113,7 @@ test('reload: log level live, devices added and removed, changes that need a res
   assert.deepEqual(t.levels, ['debug']);
   assert.deepEqual(plan.remove, ['b']);
   assert.deepEqual(plan.add.map((d) => d.name), ['c']);
-  assert.deepEqual(plan.changed, [{ name: 'a', fields: ['nrQueues'] }]);
+  assert.deepEqual(plan.changed, [{ name: 'a', fields: ['queues'] }]);
   assert.equal(t.svc.device('b'), undefined);
   assert.equal(t.svc.device('c')?.phase, 'live');
   assert.equal(t.binding.servers.find((s) => s.opts.devId === 0)?.opts.nrQueues, 1, 'a keeps running as it was');
@@ -121,7 +124,7 @@ test('reload: log level live, devices added and removed, changes that need a res
 test('reload: a new device that fails is reported, the others keep running', async () => {
   const t = setup([dev('a')]);
   await t.svc.start();
-  await t.svc.reload(config([dev('a'), dev('bad', { number: '0' })]));
+  await t.svc.reload(config([dev('a'), dev('bad', { id: '0' })]));
   assert.equal(t.svc.device('a')?.phase, 'live');
   assert.equal(t.svc.device('bad')?.phase, 'failed');
   assert.equal(t.svc.statusLine(), '1/2 devices live: a=ublkb0; down: bad');
@@ -140,11 +143,11 @@ test('a device stopped from outside is reported down and comes back on reload', 
 });
 
 test('restart after a crash: our QUIESCED disk (recovery) is recovered, not re-added', async () => {
-  const t = setup([dev('r', { number: '3', recovery: '1' })]);
+  const t = setup([dev('r', { id: '3', recovery: '1' })]);
   t.binding.addDevice(3, { state: 2, flags: 0x48n, ublksrvPid: 999 });
   t.store.write(
     savedState(3, 999, {
-      spec: dev('r', { number: '3', recovery: '1' }).spec,
+      spec: dev('r', { id: '3', recovery: '1' }).spec,
       flags: '0x48',
       target: { name: 'null', dev_size: 1 << 20 },
       service: 'r',
@@ -159,9 +162,9 @@ test('restart after a crash: our QUIESCED disk (recovery) is recovered, not re-a
 });
 
 test('restart after a crash: our dead disk (no recovery) is deleted, then added again', async () => {
-  const t = setup([dev('d', { number: '4' })]);
+  const t = setup([dev('d', { id: '4' })]);
   t.binding.addDevice(4, { state: 0, ublksrvPid: 998 });
-  t.store.write(savedState(4, 998, { spec: dev('d', { number: '4' }).spec }));
+  t.store.write(savedState(4, 998, { spec: dev('d', { id: '4' }).spec }));
   await t.svc.start();
   const ops = t.binding.ops();
   assert.ok(ops.indexOf('delDev') < ops.indexOf('addDev'), ops.join(' '));
@@ -169,7 +172,7 @@ test('restart after a crash: our dead disk (no recovery) is deleted, then added 
 });
 
 test('someone else\'s device on our id is left alone: the add fails with "in use"', async () => {
-  const t = setup([dev('d', { number: '4' })], { pidAlive: () => true });
+  const t = setup([dev('d', { id: '4' })], { pidAlive: () => true });
   t.binding.addDevice(4, { ublksrvPid: 1234 });
   await assert.rejects(t.svc.start(), /device id 4 is already in use/);
   assert.ok(!t.binding.ops().includes('delDev') && !t.binding.ops().includes('stopDev'));

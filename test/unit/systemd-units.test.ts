@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { INSTALLED_FILES, renderUnit, runInstallUnits } from '../../daemon/commands/install-units';
+import { INSTALLED_FILES, renderUnit, runInstallUnits } from '../../daemon/cli/commands/install-units';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const UNITS = ['ublk-ts.service', 'ublk-ts@.service'];
@@ -36,7 +36,7 @@ test('the shipped units carry what the service needs', () => {
       assert.ok(text.split('\n').includes(line), `${u}: ${line}`);
     }
     const exec = text.split('\n').find((l) => l.startsWith('ExecStart='))!;
-    assert.match(exec, /^ExecStart=\/usr\/bin\/node \/usr\/lib\/ublk-ts\/dist\/daemon\/cli\.js serve --config /, 'node directly, never npm');
+    assert.match(exec, /^ExecStart=\/usr\/bin\/node \/usr\/lib\/ublk-ts\/bin\/ublk-ts serve --config /, 'node directly, never npm');
   }
   assert.match(fs.readFileSync(path.join(ROOT, 'systemd/ublk-ts.service'), 'utf8'), /serve --config \/etc\/ublk-ts\/$/m);
   assert.match(fs.readFileSync(path.join(ROOT, 'systemd/ublk-ts@.service'), 'utf8'), /serve --config \/etc\/ublk-ts\/instances\/%i\.json$/m);
@@ -63,7 +63,7 @@ test('install-units writes every file under --root with this node and this ublk-
   for (const f of INSTALLED_FILES) assert.ok(fs.existsSync(path.join(root, f.dest)), f.dest);
   assert.ok(fs.statSync(path.join(root, 'etc/ublk-ts/instances')).isDirectory());
   const unit = fs.readFileSync(path.join(root, 'etc/systemd/system/ublk-ts.service'), 'utf8');
-  assert.ok(unit.includes(`ExecStart=${process.execPath} ${ROOT}/dist/daemon/cli.js serve --config /etc/ublk-ts/`), unit);
+  assert.ok(unit.includes(`ExecStart=${process.execPath} ${ROOT}/bin/ublk-ts serve --config /etc/ublk-ts/`), unit);
   assert.ok(!unit.includes('/usr/lib/ublk-ts'));
   assert.match(out.join(''), /systemctl enable --now ublk-ts/);
   const why = analyzeAvailable();

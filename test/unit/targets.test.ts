@@ -3,9 +3,14 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { validateAddOptions, type RawAddOptions } from '../../daemon/add-options';
-import { getTarget, realFs, type FileFacts, type TargetFs } from '../../targets/index';
-import { UsageError } from '../../daemon/errors';
+import { validateAddOptions, type AddSpec } from '../../daemon/spec';
+import { realFs, type FileFacts, type TargetDescription, type TargetFs } from '../../shared/target';
+import { UsageError } from '../../shared/errors';
+import type { RawOptions } from '../../shared/options';
+import { loopTarget } from '../../targets/loop';
+import { nullTarget } from '../../targets/null';
+
+type RawAddOptions = RawOptions;
 
 interface FakeFile extends Partial<FileFacts> {
   openRw?: string;
@@ -31,8 +36,12 @@ function fakeFs(files: Record<string, FakeFile>, sys: Record<string, string> = {
   };
 }
 
-const spec = (raw: RawAddOptions) => validateAddOptions({ type: 'loop', ...raw }, { cwd: '/' });
-const loop = getTarget('loop');
+const spec = (raw: RawAddOptions) => validateAddOptions({ target: 'loop', ...raw }, { source: 'cli', cwd: '/' });
+// the descriptor's calls, with the spec's target part and common part split as the daemon does
+const loop = {
+  validate: (s: AddSpec, fsx: TargetFs) => loopTarget.validate(s.target as never, s, fsx),
+  describe: (s: AddSpec, fsx: TargetFs) => loopTarget.describe(s.target as never, s, fsx) as TargetDescription,
+};
 
 const MiB = 1 << 20;
 
@@ -80,7 +89,8 @@ for (const [name, raw, files, message] of loopCases) {
 test('loop: a file we may only read becomes a read-only disk, without discard', () => {
   const d = loop.describe(spec({ file: '/x.img' }), fakeFs({ '/x.img': { size: MiB, openRw: 'EROFS' } }));
   assert.equal(d.readOnly, true);
-  assert.equal(d.serve.readOnly, true);
+  assert.equal(d.readOnly, true);
+  assert.equal(d.serve.options.readOnly, true);
   assert.equal(d.params.basic.attrs, 4 | 8 | 1);
   assert.equal(d.params.discard, undefined);
   assert.match(d.notes[0], /not writable \(EROFS\)/);
@@ -108,7 +118,8 @@ test('loop: params for a regular file', () => {
       maxDiscardSegments: 1,
     },
   });
-  assert.deepEqual(d.serve, { target: { name: 'loop', options: { path: '/x.img', directIo: true, readOnly: false, offset: 4096 } }, readOnly: false });
+  assert.deepEqual(d.serve, { name: 'loop', options: { path: '/x.img', directIo: true, readOnly: false, offset: 4096, writeSubmit: 'auto', mtimeStamp: true } });
+  assert.equal(d.readOnly, false);
   assert.deepEqual(d.json, {
     name: 'loop',
     type: 0,
@@ -122,11 +133,11 @@ test('loop: params for a regular file', () => {
 
 test('loop: zero copy adds dma alignment; --buffered_io turns direct I/O off; 4k blocks', () => {
   const d = loop.describe(
-    spec({ file: '/x.img', zerocopy: true, bufferedIo: true, logicalBlockSize: '4096', size: '1M' }),
+    spec({ file: '/x.img', zeroCopy: true, bufferedIo: true, logicalBlockSize: '4096', size: '1M' }),
     fakeFs({ '/x.img': { size: 8 * MiB } }),
   );
   assert.deepEqual(d.params.dma, { alignment: 511 });
-  assert.equal(d.serve.target.options.directIo, false);
+  assert.equal(d.serve.options.directIo, false);
   assert.equal(d.params.basic.logicalBsShift, 12);
   assert.equal(d.params.basic.ioMinShift, 12);
   assert.equal(d.params.basic.physicalBsShift, 12);
@@ -161,18 +172,18 @@ test('loop: block device size and limits come from sysfs by major:minor', () => 
 test('loop: O_DIRECT needs of the device under a file: its block size is checked, zero copy gets its DMA alignment', () => {
   const files = { '/mnt/x.img': { size: 8 * MiB, fsMajor: 259, fsMinor: 3 } };
   const sys = { '/sys/dev/block/259:3/../queue/logical_block_size': '4096\n' };
-  assert.deepEqual(loop.validate(spec({ file: '/mnt/x.img', zerocopy: true }), fakeFs(files, sys)), [
+  assert.deepEqual(loop.validate(spec({ file: '/mnt/x.img', zeroCopy: true }), fakeFs(files, sys)), [
     '-f /mnt/x.img (on device 259:3): its logical block size is 4096, larger than 512; use -b 4096 or --buffered_io',
   ]);
-  const d = loop.describe(spec({ file: '/mnt/x.img', zerocopy: true, logicalBlockSize: '4096' }), fakeFs(files, sys));
+  const d = loop.describe(spec({ file: '/mnt/x.img', zeroCopy: true, logicalBlockSize: '4096' }), fakeFs(files, sys));
   assert.deepEqual(d.params.dma, { alignment: 4095 });
   // buffered I/O has no such need
   assert.deepEqual(loop.validate(spec({ file: '/mnt/x.img', bufferedIo: true }), fakeFs(files, sys)), []);
   // a device that asks for more than its block size
   const sys2 = { '/sys/dev/block/259:3/queue/logical_block_size': '512\n', '/sys/dev/block/259:3/queue/dma_alignment': '4095\n' };
-  assert.deepEqual(loop.describe(spec({ file: '/mnt/x.img', zerocopy: true }), fakeFs(files, sys2)).params.dma, { alignment: 4095 });
+  assert.deepEqual(loop.describe(spec({ file: '/mnt/x.img', zeroCopy: true }), fakeFs(files, sys2)).params.dma, { alignment: 4095 });
   // tmpfs and friends (no device): 511
-  assert.deepEqual(loop.describe(spec({ file: '/mnt/x.img', zerocopy: true }), fakeFs({ '/mnt/x.img': { size: MiB } })).params.dma, { alignment: 511 });
+  assert.deepEqual(loop.describe(spec({ file: '/mnt/x.img', zeroCopy: true }), fakeFs({ '/mnt/x.img': { size: MiB } })).params.dma, { alignment: 511 });
 });
 
 test('loop: block device without a readable size', () => {
@@ -200,15 +211,16 @@ test('loop: the real file system', () => {
 });
 
 test('null: 250 GiB by default, --size honoured, read-only attr', () => {
-  const n = getTarget('null');
-  const d = n.describe(validateAddOptions({ type: 'null' }, { cwd: '/' }));
+  const describe = (s: AddSpec) => nullTarget.describe(s.target as never, s) as TargetDescription;
+  const d = describe(validateAddOptions({ target: 'null' }, { source: 'cli', cwd: '/' }));
   assert.equal(d.sizeBytes, 250 * 1024 ** 3);
   assert.equal(d.params.basic.devSectors, BigInt(250 * 1024 ** 3) / 512n);
   assert.equal(d.params.basic.attrs, 4);
   assert.equal(d.params.discard, undefined);
-  assert.deepEqual(d.serve, { target: { name: 'null', options: {} }, readOnly: false });
+  assert.deepEqual(d.serve, { name: 'null', options: {} });
+  assert.equal(d.readOnly, false);
   assert.deepEqual(d.json, { name: 'null', type: 0, dev_size: 250 * 1024 ** 3 });
-  const d2 = n.describe(validateAddOptions({ type: 'null', size: '1G', readOnly: true, logicalBlockSize: '4096' }, { cwd: '/' }));
+  const d2 = describe(validateAddOptions({ target: 'null', size: '1G', readOnly: true, logicalBlockSize: '4096' }, { source: 'cli', cwd: '/' }));
   assert.equal(d2.sizeBytes, 1024 ** 3);
   assert.equal(d2.params.basic.attrs, 5);
   assert.equal(d2.params.basic.logicalBsShift, 12);

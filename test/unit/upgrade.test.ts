@@ -9,10 +9,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DeviceServer } from '../../daemon/device-server';
 import { StateStore } from '../../daemon/state-store';
-import { validateAddOptions, type RawAddOptions } from '../../daemon/add-options';
-import { checkUpgradable, runUpgrade, type UpgradeDeps } from '../../daemon/commands/upgrade';
-import { negotiateFlags, UBLK_F } from '../../daemon/features';
-import { UsageError } from '../../daemon/errors';
+import { validateAddOptions } from '../../daemon/spec';
+import type { RawOptions as RawAddOptions } from '../../shared/options';
+import { checkUpgradable, runUpgrade, type UpgradeDeps } from '../../daemon/cli/commands/upgrade';
+import { negotiateFlags } from '../../daemon/features';
+import { UBLK_F } from '../../shared/kernel';
+import { UsageError } from '../../shared/errors';
 import { FakeBinding } from './fake-binding';
 
 const ALL = 0x1fffn; // through QUIESCE (bit 12)
@@ -21,7 +23,7 @@ function setup(raw: RawAddOptions = { recovery: '1' }, features = ALL) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ublk-ts-upg-'));
   const store = new StateStore(dir);
   const binding = new FakeBinding(features);
-  const spec = validateAddOptions({ type: 'null', ...raw }, { cwd: '/' });
+  const spec = validateAddOptions({ target: 'null', ...raw }, { source: 'cli', cwd: '/' });
   const ds = new DeviceServer(spec, { binding, store, pid: 777, sleep: async () => undefined });
   return { dir, store, binding, ds, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }

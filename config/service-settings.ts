@@ -3,7 +3,7 @@
 // the loader, the JSON Schema and `serve`'s options are built from this table.
 
 import * as net from 'node:net';
-import { LEVELS, LOG_FORMATS } from '../daemon/log';
+import { LEVELS, LOG_FORMATS } from '../shared/log';
 
 /** Where `serve` looks without --config. */
 export const DEFAULT_CONFIG_PATH = '/etc/ublk-ts';

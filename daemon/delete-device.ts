@@ -1,15 +1,14 @@
-// `ublk-ts del -n ID | -a`: ask the device's server to stop and delete it (SIGTERM) and wait for
-// the device to disappear. When the server is gone (killed without recovery, crashed) or the
+// Deleting one device, for `ublk-ts del` and the service: ask the device's server to stop and delete
+// it (SIGTERM) and wait for the device to disappear. When the server is gone (killed without recovery, crashed) or the
 // device is not ours, do it here: STOP_DEV + DEL_DEV. A dead server must never make a disk
 // undeletable.
 
 import * as fs from 'node:fs';
-import type { NativeBinding } from '../native/binding-types';
-import { errnoCode, friendlyError, getBinding } from '../native/load-binding';
-import { StateStore, listKernelDeviceIds, pidAlive, type DeviceState } from '../state-store';
-import { UblkError, UsageError, describeError } from '../errors';
-import { parseDevIdArg, requireControl } from './list';
-import { diskUsers } from '../mount-ns';
+import type { NativeBinding } from '../shared/binding';
+import { UblkError } from '../shared/errors';
+import { errnoCode, friendlyError, getBinding } from './addon/load-binding';
+import { StateStore, listKernelDeviceIds, pidAlive, type DeviceState } from './state-store';
+import { diskUsers } from './mount-ns';
 
 export interface DelDeps {
   binding: () => NativeBinding;
@@ -21,7 +20,6 @@ export interface DelDeps {
   kill: (pid: number, sig: NodeJS.Signals) => void;
   sleep: (ms: number) => Promise<void>;
   warn: (text: string) => void;
-  checkControl: () => void;
   /** how long to wait for the device to go after SIGTERM, and for DEL_DEV */
   timeoutMs: number;
   /** how long to wait for a foreign server to exit after STOP_DEV (ublksrv waits 3 s) */
@@ -53,7 +51,6 @@ export function defaultDelDeps(): DelDeps {
     kill: (pid, sig) => process.kill(pid, sig),
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
     warn: (t) => process.stderr.write(`ublk-ts: ${t}\n`),
-    checkControl: () => requireControl(),
     timeoutMs: 30_000,
     serverExitMs: 3_000,
     pollMs: 100,
@@ -190,33 +187,3 @@ export async function deleteDevice(devId: number, deps: DelDeps): Promise<DelOut
   return 'deleted';
 }
 
-export interface DelOptions {
-  number?: string;
-  all?: boolean;
-}
-
-export async function runDel(opts: DelOptions, partial: Partial<DelDeps> = {}): Promise<number> {
-  const deps = { ...defaultDelDeps(), ...partial };
-  const one = parseDevIdArg(opts.number);
-  if (one === undefined && !opts.all) throw new UsageError('del needs -n/--number ID or -a/--all');
-  if (one !== undefined && opts.all) throw new UsageError('del takes -n/--number ID or -a/--all, not both');
-  deps.checkControl();
-
-  if (one !== undefined) {
-    await deleteDevice(one, deps);
-    return 0;
-  }
-  const ids = new Set<number>(deps.kernelIds());
-  for (const e of deps.store.list()) ids.add(e.devId);
-  let failed = 0;
-  for (const id of [...ids].sort((a, b) => a - b)) {
-    try {
-      await deleteDevice(id, deps);
-    } catch (err) {
-      if ((err as UblkError).code === 'ENODEV') continue; // went away meanwhile
-      failed++;
-      deps.warn(`device ${id}: ${describeError(err)}`);
-    }
-  }
-  return failed > 0 ? 1 : 0;
-}

@@ -1,7 +1,7 @@
 // The contract between the TypeScript control plane and the C++ addon (native/addon.cc).
 // Everything the daemon needs from the kernel goes through one object of this shape, so tests of
 // TypeScript logic can inject a fake (see test/unit/fake-binding.ts) while integration tests in
-// the VM use the real addon against the real driver.
+// the VM use the real addon against the real driver. Loaded by daemon/addon/load-binding.ts.
 
 /** struct ublksrv_ctrl_dev_info, as the kernel reports it. */
 export interface CtrlDevInfo {
@@ -80,8 +80,6 @@ export interface UblkParams {
 /** How the queue threads move data; the native side picks its path from this, in one place. */
 export type DataMode = 'copy' | 'user_copy' | 'zc_auto' | 'zc_explicit';
 
-export type TargetKind = 'loop' | 'null';
-
 /** A target's options as its native init reads them: names to strings, numbers, booleans, number lists. */
 export type TargetOptions = Record<string, string | number | boolean | number[]>;
 
@@ -105,7 +103,7 @@ export interface ServeOptions {
   /** writes, discards and write-zeroes fail with EROFS before the target sees them */
   readOnly?: boolean;
   /** the target: its name picks the native operations table, its options go to its init */
-  target: { name: TargetKind; options: TargetOptions };
+  target: { name: string; options: TargetOptions };
   /** faults for tests, only through the programmatic API (never the CLI or a config file) */
   testFaults?: TestFaults;
 }
@@ -157,9 +155,23 @@ export interface NativeServer {
   onQueueExit(cb: (ev: QueueExitEvent) => void): void;
 }
 
+/** What a native target can serve (its TargetCaps); the TypeScript descriptor declares the same. */
+export interface NativeTargetCaps {
+  name: string;
+  dataModes: DataMode[];
+  flush: boolean;
+  discard: boolean;
+  writeZeroes: boolean;
+  fua: boolean;
+}
+
 export interface NativeBinding {
   /** Addon and liburing versions, for `ublk-ts features` and build info. */
   versions(): { addon: string; liburing: string };
+  /** Whether /dev/ublk-control exists (the driver is loaded). */
+  controlPresent(): boolean;
+  /** The native targets and what each can serve. */
+  targets(): NativeTargetCaps[];
   /** UBLK_F_* the running kernel supports (GET_FEATURES). */
   getFeatures(): Promise<bigint>;
   addDev(req: AddDevRequest): Promise<CtrlDevInfo>;

@@ -6,10 +6,11 @@
 //   ...
 //   zero copy (-z): auto (AUTO_BUF_REG: buffers registered by the kernel)
 
-import type { NativeBinding } from '../native/binding-types';
-import { friendlyError, getBinding } from '../native/load-binding';
-import { FEATURES, flagNames, hex, zeroCopyOutlook } from '../features';
-import { requireControl } from './list';
+import type { NativeBinding } from '../../../shared/binding';
+import { friendlyError, getBinding } from '../../addon/load-binding';
+import { FEATURES, flagNames, hex } from '../../../shared/kernel';
+import { zeroCopyOutlook } from '../../features';
+import { requireControl } from '../../checks';
 
 export function formatFeatures(features: bigint): string {
   const lines = [`ublk_drv features: ${hex(features)}`];

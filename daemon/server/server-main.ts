@@ -1,4 +1,4 @@
-// The per-device server process: `node dist/daemon/server-main.js '<request json>'`, spawned
+// The per-device server process: `node dist/daemon/server/server-main.js '<request json>'`, spawned
 // detached by `ublk-ts add` / `ublk-ts recover` (or run in the CLI's own process with
 // --foreground). It runs device-server.ts, tells its parent the outcome as ONE JSON line on fd 3
 //   {"event":"live","devId":N}  or  {"event":"error","message":"...","code":"EEXIST","exitCode":1}
@@ -9,47 +9,19 @@
 // request: {"action":"add","spec":<AddSpec>} | {"action":"recover","devId":N}
 
 import * as fs from 'node:fs';
-import { isAddSpec, type AddSpec } from './add-options';
-import { DeviceServer } from './device-server';
-import { describeError, exitCodeFor, UsageError } from './errors';
-import { createLogger, type Log } from './log';
-import { getBinding } from './native/load-binding';
-import { StateStore } from './state-store';
-import { dropInheritedMounts } from './mount-ns';
-import type { NativeBinding } from './native/binding-types';
-import { Notifier } from './service/notify';
+import type { NativeBinding } from '../../shared/binding';
+import { describeError, exitCodeFor, UsageError } from '../../shared/errors';
+import { createLogger, type Log } from '../../shared/log';
+import { getBinding } from '../addon/load-binding';
+import { DeviceServer } from '../device-server';
+import { dropInheritedMounts } from '../mount-ns';
+import { resourcesOf, reviveSpec } from '../spec';
+import { StateStore } from '../state-store';
+import { Notifier } from '../service/notify';
+import { protectFromOom } from '../oom';
+import { codeOf, fd3Reporter, parseRequest, type Readiness, type ServerRequest } from './protocol';
 
-export type ServerRequest = { action: 'add'; spec: AddSpec } | { action: 'recover'; devId: number };
-
-export type Readiness =
-  | { event: 'live'; devId: number }
-  | { event: 'error'; message: string; code?: string; exitCode: number };
-
-export function parseRequest(text: string | undefined): ServerRequest {
-  if (!text) throw new UsageError('server-main needs a request: {"action":"add","spec":{...}} or {"action":"recover","devId":N}');
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    throw new UsageError('server-main: the request is not valid JSON');
-  }
-  const r = v as { action?: unknown; spec?: unknown; devId?: unknown };
-  if (r.action === 'add' && isAddSpec(r.spec)) return { action: 'add', spec: r.spec };
-  if (r.action === 'recover' && typeof r.devId === 'number' && Number.isInteger(r.devId) && r.devId >= 0) {
-    return { action: 'recover', devId: r.devId };
-  }
-  if (r.action === undefined && isAddSpec(v)) return { action: 'add', spec: v };
-  throw new UsageError('server-main: unrecognised request');
-}
-
-/** An OOM-killed server wedges its disk: ask the kernel to kill anything else first. */
-export function protectFromOom(log: Log): void {
-  try {
-    fs.writeFileSync('/proc/self/oom_score_adj', '-1000');
-  } catch (err) {
-    log.warn({ event: 'oom_score_adj', err: (err as Error).message }, 'cannot set oom_score_adj to -1000');
-  }
-}
+export type { Readiness, ServerRequest } from './protocol';
 
 export interface ServeProcessOptions {
   binding?: NativeBinding;
@@ -70,7 +42,7 @@ export interface ServeProcessOptions {
 export async function serve(req: ServerRequest, opts: ServeProcessOptions): Promise<DeviceServer | undefined> {
   const log = opts.log ?? createLogger();
   protectFromOom(log);
-  log.info({ event: 'server_start', action: req.action, devId: req.action === 'add' ? req.spec.devId : req.devId }, 'server starting');
+  log.info({ event: 'server_start', action: req.action, devId: req.action === 'add' ? req.spec.id : req.devId }, 'server starting');
 
   let binding: NativeBinding;
   try {
@@ -142,29 +114,14 @@ export async function serve(req: ServerRequest, opts: ServeProcessOptions): Prom
   }
 }
 
-function codeOf(err: unknown): string | undefined {
-  const c = (err as { code?: unknown } | null)?.code;
-  if (typeof c === 'string') return c;
-  return err instanceof UsageError ? 'EUSAGE' : undefined;
-}
-
-/** Writes the readiness line on fd 3 once and closes it (nothing to do when fd 3 is not open). */
-export function fd3Reporter(): (r: Readiness) => void {
-  let sent = false;
-  return (r) => {
-    if (sent) return;
-    sent = true;
-    try {
-      fs.writeSync(3, `${JSON.stringify(r)}\n`);
-    } catch {
-      // run by hand without fd 3
-    }
-    try {
-      fs.closeSync(3);
-    } catch {
-      // idem
-    }
-  };
+/** The paths this device's target holds (the mount namespace keeps the mounts they live on). */
+function heldPaths(req: ServerRequest): string[] {
+  try {
+    const spec = req.action === 'add' ? req.spec : reviveSpec(new StateStore().read(req.devId)?.spec).spec;
+    return spec ? resourcesOf(spec).map((r) => r.path) : [];
+  } catch {
+    return []; // an unreadable state file: recover reports it
+  }
 }
 
 function main(): void {
@@ -179,7 +136,7 @@ function main(): void {
     process.exit(2);
   }
   // Started through `unshare --mount` (commands/add.ts): hold no copy of a ublk disk's mount.
-  dropInheritedMounts(req, log);
+  dropInheritedMounts(heldPaths(req), log);
   let ds: DeviceServer | undefined;
   const crash = (what: string, err: unknown) => {
     log.error({ event: 'crash', devId: ds?.devId ?? -1, what, err: (err as Error)?.stack ?? String(err) }, 'server crashed');

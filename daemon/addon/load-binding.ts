@@ -4,13 +4,13 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { NativeBinding, NativeError } from './binding-types';
-import { UblkError } from '../errors';
+import type { NativeBinding, NativeError } from '../../shared/binding';
+import { UblkError } from '../../shared/errors';
 
 let injected: NativeBinding | undefined;
 let loaded: NativeBinding | undefined;
 
-/** Repository root, from dist/daemon/native/ (compiled) or daemon/native/ (ts-node style). */
+/** Repository root, from dist/daemon/addon/ (compiled) or daemon/addon/ (ts-node style). */
 function repoRoot(): string {
   const up3 = path.resolve(__dirname, '..', '..', '..');
   return fs.existsSync(path.join(up3, 'package.json')) ? up3 : path.resolve(__dirname, '..', '..');
@@ -34,9 +34,14 @@ function looksLikeBinding(m: unknown): m is NativeBinding {
 /** The addon; loaded on the first call. Throws one UblkError naming every path tried. */
 export function getBinding(): NativeBinding {
   if (injected) return injected;
-  if (loaded) return loaded;
+  loaded ??= loadBinding(candidatePaths());
+  return loaded;
+}
+
+/** Loads the first of `paths` that is the ublk-ts addon; throws one UblkError naming every path tried. */
+export function loadBinding(paths: string[]): NativeBinding {
   const failures: string[] = [];
-  for (const p of candidatePaths()) {
+  for (const p of paths) {
     if (!fs.existsSync(p)) {
       failures.push(`${p}: not found`);
       continue;
@@ -49,7 +54,6 @@ export function getBinding(): NativeBinding {
         failures.push(`${p}: loaded, but it does not export the ublk-ts binding`);
         continue;
       }
-      loaded = b;
       return b;
     } catch (err) {
       failures.push(`${p}: ${(err as Error).message.split('\n')[0]}`);

@@ -1,51 +1,66 @@
-// The `ublk-ts` command line: add, del, list, recover, features, help.
+// The `ublk-ts` command line: add, del, list, recover, upgrade, features, serve, install-units.
 //
-// Start-up cost matters (`list`/`features` run in scripts and udev rules): only commander and the
-// option declarations load here; each command's module, and through it the addon and pino, is
-// required inside its action.
+// Start-up cost matters (`list`/`features` run in scripts): only commander loads here for every
+// command. The add options (declared once in shared/add-options.ts and the targets' descriptors,
+// with their TypeBox schemas) load only for the commands that take them; each command's module,
+// and through it the addon and pino, is required inside its action.
 //
 // Errors end as one line `ublk-ts: <reason>` on stderr; exit 2 for bad usage or input, 1 for
 // failures at run time, 0 otherwise.
 
 import { Command, CommanderError, Option } from 'commander';
-import { ADD_OPTIONS, type AddOptionKey, type RawAddOptions } from './add-options';
-import { describeError, exitCodeFor } from './errors';
-import { VERSION } from './version';
-import { CONFIG_ENV, DEFAULT_CONFIG_PATH, SERVICE_FIELDS } from '../config/service-fields';
-
+import { describeError, exitCodeFor } from '../../shared/errors';
+import type { RawOptions } from '../../shared/options';
+import { CONFIG_ENV, DEFAULT_CONFIG_PATH, SERVICE_FIELDS } from '../../config/service-settings';
+import { VERSION } from '../version';
 
 interface Outcome {
   code: number;
 }
 
-function addOptionsTo(cmd: Command): Map<string, AddOptionKey> {
-  // commander keeps one long name per option: the other accepted spellings become hidden options
-  // of their own, folded back onto the same key after parsing.
-  const attrToKey = new Map<string, AddOptionKey>();
-  for (const d of ADD_OPTIONS) {
-    const value = d.arg ? ` ${d.arg}` : '';
-    const main = new Option(`${d.short ? `${d.short}, ` : ''}${d.long}${value}`, d.description);
+/** The commands whose options are the add options (loaded only for them, and for help). */
+const WITH_ADD_OPTIONS = new Set(['add', 'recover', 'help']);
+
+/**
+ * Registers add options on `cmd` (all of them, or those `pick` keeps) and returns how commander's
+ * attribute names map back to option keys. Commander keeps one long name per option: the other
+ * accepted spellings become hidden options of their own, folded onto the same key.
+ */
+function addOptionsTo(cmd: Command, pick: (key: string, targets: string[]) => boolean = () => true): Map<string, string> {
+  const { addOptions } = require('../spec') as typeof import('../spec');
+  const attrToKey = new Map<string, string>();
+  for (const e of addOptions()) {
+    const c = e.decl.cli;
+    if (!c || !pick(e.key, e.targets)) continue;
+    const value = c.arg ? ` ${c.arg}` : '';
+    const main = new Option(`${c.short ? `${c.short}, ` : ''}${c.long}${value}`, e.help);
     cmd.addOption(main);
-    attrToKey.set(main.attributeName(), d.key);
-    for (const alias of d.aliases ?? []) {
+    attrToKey.set(main.attributeName(), e.key);
+    for (const alias of c.aliases ?? []) {
       const hidden = new Option(`${alias}${value}`).hideHelp();
       cmd.addOption(hidden);
-      attrToKey.set(hidden.attributeName(), d.key);
+      attrToKey.set(hidden.attributeName(), e.key);
     }
   }
   return attrToKey;
 }
 
-function collectAdd(opts: Record<string, unknown>, attrToKey: Map<string, AddOptionKey>): RawAddOptions {
-  const raw: RawAddOptions = {};
+function collect(opts: Record<string, unknown>, attrToKey: Map<string, string>): RawOptions {
+  const raw: RawOptions = {};
   for (const [attr, key] of attrToKey) {
     const v = opts[attr];
-    if (v !== undefined) raw[key] = v as string | boolean;
+    if (v !== undefined) raw[key] = v;
   }
   return raw;
 }
 
-export function buildProgram(outcome: Outcome): Command {
+/** The command named by argv (the first word after the script that is not an option). */
+function commandIn(argv: string[]): string | undefined {
+  return argv.slice(2).find((a) => !a.startsWith('-'));
+}
+
+export function buildProgram(outcome: Outcome, argv: string[] = process.argv): Command {
+  const withAddOptions = WITH_ADD_OPTIONS.has(commandIn(argv) ?? 'help') || argv.includes('--help') || argv.includes('-h');
   const program = new Command('ublk-ts');
   program
     .description('userspace block devices with the Linux ublk driver')
@@ -61,11 +76,11 @@ export function buildProgram(outcome: Outcome): Command {
   const add = program
     .command('add')
     .description('create a disk and start its server; prints it like `list` once it is live');
-  const attrToKey = addOptionsTo(add);
+  const addKeys = withAddOptions ? addOptionsTo(add) : new Map<string, string>();
   add.option('--config <file>', 'take the device from a config file (exactly one device); options given here override it');
   add.action(async (opts: Record<string, unknown>) => {
     const { runAdd } = require('./commands/add') as typeof import('./commands/add');
-    outcome.code = await runAdd(collectAdd(opts, attrToKey), {}, opts.config as string | undefined);
+    outcome.code = await runAdd(collect(opts, addKeys), {}, opts.config as string | undefined);
   });
 
   // The service settings' options come from the same table as the config file's "service" keys.
@@ -75,7 +90,7 @@ export function buildProgram(outcome: Outcome): Command {
     .option('--config <path>', `config file or directory (default: $${CONFIG_ENV}, else ${DEFAULT_CONFIG_PATH})`);
   for (const f of Object.values(SERVICE_FIELDS)) serve.option(`${f.cli} <${f.arg}>`, `${f.help} ($${f.env})`);
   serve.action(async (opts: Record<string, string | undefined>) => {
-    const { runServe } = require('./commands/serve') as typeof import('./commands/serve');
+    const { runServe } = require('../service/run-service') as typeof import('../service/run-service');
     outcome.code = await runServe(opts);
   });
 
@@ -110,15 +125,17 @@ export function buildProgram(outcome: Outcome): Command {
       outcome.code = await runList({ number: opts.number, json: opts.json || opts.verbose });
     });
 
-  program
+  const recover = program
     .command('recover')
-    .description('start a new server for a QUIESCED disk added with -r 1')
+    .description('start a new server for a QUIESCED disk added with -r 1 (-t and target options, as ublksrv takes them, must match the disk)')
     .option('-n, --number <id>', 'device id')
-    .option('--foreground', 'serve in this process until SIGTERM/SIGINT')
-    .action(async (opts: { number?: string; foreground?: boolean }) => {
-      const { runRecover } = require('./commands/recover') as typeof import('./commands/recover');
-      outcome.code = await runRecover(opts);
-    });
+    .option('--foreground', 'serve in this process until SIGTERM/SIGINT');
+  // -t and the targets' own options: ublksrv's `recover -t loop -f FILE -n N`
+  const recoverKeys = withAddOptions ? addOptionsTo(recover, (key, targets) => key === 'target' || targets.length > 0) : new Map<string, string>();
+  recover.action(async (opts: Record<string, unknown>) => {
+    const { runRecover } = require('./commands/recover') as typeof import('./commands/recover');
+    outcome.code = await runRecover({ number: opts.number as string | undefined, foreground: opts.foreground === true, target: collect(opts, recoverKeys) });
+  });
 
   program
     .command('upgrade')
@@ -145,7 +162,7 @@ export function buildProgram(outcome: Outcome): Command {
 /** Runs the CLI; resolves with the exit status (never rejects). */
 export async function main(argv: string[] = process.argv): Promise<number> {
   const outcome: Outcome = { code: 0 };
-  const program = buildProgram(outcome);
+  const program = buildProgram(outcome, argv);
   if (argv.length <= 2) {
     program.outputHelp({ error: true });
     return 2;

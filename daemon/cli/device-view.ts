@@ -1,34 +1,12 @@
-// `ublk-ts list [-n ID] [--json]`: every ublk device the kernel has (ours or not), GET_DEV_INFO +
-// GET_PARAMS each, merged with our state file when there is one; ublksrv's layout.
+// What `list` shows about a device, gathered from the kernel (GET_DEV_INFO, GET_PARAMS), our state
+// file and /proc; `add`, `recover` and `upgrade` print the device they made the same way.
 
 import * as fs from 'node:fs';
-import type { NativeBinding } from '../native/binding-types';
-import { friendlyError, getBinding, errnoCode } from '../native/load-binding';
+import type { NativeBinding } from '../../shared/binding';
+import { friendlyError, getBinding, errnoCode } from '../addon/load-binding';
 import { StateStore, listKernelDeviceIds, kernelDeviceExists, pidAlive, type DeviceState } from '../state-store';
-import { deviceJson, formatDevice, parseCpuList, type ListEntry } from '../list-format';
-import { UblkError, UsageError } from '../errors';
-import { LIMITS } from '../add-options';
-
-export const CONTROL_PATH_DEFAULT = '/dev/ublk-control';
-
-/** The control device; $UBLK_TS_CONTROL overrides it (tests, unusual /dev layouts). */
-export function controlPath(env: NodeJS.ProcessEnv = process.env): string {
-  return env.UBLK_TS_CONTROL || CONTROL_PATH_DEFAULT;
-}
-
-/** Fails with the one thing to do when the driver is not loaded. */
-export function requireControl(p: string = controlPath()): void {
-  if (!fs.existsSync(p)) throw new UblkError(`${p} not found: load the driver with \`modprobe ublk_drv\``, { code: 'ENOENT' });
-}
-
-/** `-n ID` of list, del and recover: a whole number, 0 or more. */
-export function parseDevIdArg(v: string | undefined, label = '-n/--number'): number | undefined {
-  if (v === undefined) return undefined;
-  if (!/^\d+$/.test(v.trim()) || Number(v) > LIMITS.maxDevId) {
-    throw new UsageError(`${label} must be a whole number from 0 to ${LIMITS.maxDevId}, not ${JSON.stringify(v)}`);
-  }
-  return Number(v);
-}
+import { formatDevice, parseCpuList, type ListEntry } from '../list-format';
+import { requireControl } from '../checks';
 
 /** CPUs a thread may run on, from /proc (sched_getaffinity without a syscall binding). */
 export function readAffinity(pid: number, tid: number): number[] | undefined {
@@ -101,34 +79,8 @@ export async function gatherEntry(devId: number, deps: Pick<ListDeps, 'binding' 
   return { info, params, state, queues };
 }
 
-export interface ListOptions {
-  number?: string;
-  json?: boolean;
-}
-
-export async function runList(opts: ListOptions, partial: Partial<ListDeps> = {}): Promise<number> {
-  const deps = { ...defaultListDeps(), ...partial };
-  const one = parseDevIdArg(opts.number);
-  deps.checkControl();
-
-  const entries: ListEntry[] = [];
-  if (one !== undefined) {
-    entries.push(await gatherEntry(one, deps));
-  } else {
-    for (const id of deps.kernelIds()) {
-      try {
-        entries.push(await gatherEntry(id, deps));
-      } catch (err) {
-        // deleted while we were listing
-        if (deps.deviceExists(id)) throw err;
-      }
-    }
-    for (const e of deps.store.stale(deps.deviceExists)) {
-      deps.warn(`stale state for device ${e.devId} (no such device in the kernel): remove it with \`ublk-ts del -n ${e.devId}\``);
-    }
-  }
-
-  if (opts.json) deps.out(`${JSON.stringify(entries.map(deviceJson), null, 2)}\n`);
-  else deps.out(entries.map(formatDevice).join(''));
-  return 0;
+/** Prints a device like `list -n ID` does. */
+export async function printDevice(devId: number, out: (t: string) => void = (t) => process.stdout.write(t)): Promise<void> {
+  const deps = defaultListDeps();
+  out(formatDevice(await gatherEntry(devId, deps)));
 }

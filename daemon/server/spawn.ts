@@ -1,28 +1,20 @@
-// `ublk-ts add`: validate everything that can be validated before touching the kernel, then start
-// the device's own server process (detached: Node cannot fork) and wait for it to say the disk is
-// LIVE, or why not. Prints the new device like `list`, as ublksrv's `ublk add` does.
+// Starting a device's server process: detached (Node cannot fork), in a mount namespace of its own,
+// and waiting for its readiness line on fd 3 (protocol.ts) that says the disk is LIVE, or why not.
+// `add`, `recover` and `upgrade` start their servers here.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { validateAddOptions, type AddSpec, type RawAddOptions } from '../add-options';
-import { UblkError, UsageError } from '../errors';
-import { getTarget } from '../../targets/index';
+import { UblkError, UsageError } from '../../shared/errors';
 import { StateStore, pidAlive } from '../state-store';
-import { formatDevice } from '../list-format';
-import { defaultListDeps, gatherEntry, requireControl } from './list';
-import type { Readiness, ServerRequest } from '../server-main';
 import { serverLaunch } from '../mount-ns';
+import type { Readiness, ServerRequest } from './protocol';
 
 export const READY_TIMEOUT_MS = 60_000;
 
-export function requireRoot(euid: number | undefined = process.geteuid?.()): void {
-  if (euid !== 0) throw new UblkError('must be run as root', { code: 'EPERM' });
-}
-
 export function serverMainPath(): string {
-  return path.join(__dirname, '..', 'server-main.js');
+  return path.join(__dirname, 'server-main.js');
 }
 
 export interface SpawnResult {
@@ -63,7 +55,7 @@ export function spawnServer(
   } finally {
     fs.closeSync(logFd);
   }
-  const timeoutMs = opts.timeoutMs ?? Number(process.env.UBLK_TS_READY_TIMEOUT_MS ?? READY_TIMEOUT_MS);
+  const timeoutMs = opts.timeoutMs ?? READY_TIMEOUT_MS;
   const seeLog = `see ${logPath}`;
 
   return new Promise<SpawnResult>((resolve, reject) => {
@@ -172,78 +164,3 @@ function waitExit(child: ChildProcess, ms: number): Promise<void> {
   });
 }
 
-/** Prints a device like `list -n ID` does. */
-export async function printDevice(devId: number, out: (t: string) => void = (t) => process.stdout.write(t)): Promise<void> {
-  const deps = defaultListDeps();
-  out(formatDevice(await gatherEntry(devId, deps)));
-}
-
-export interface AddDeps {
-  euid?: number;
-  cwd?: string;
-  checkControl?: () => void;
-}
-
-/** Validation of `add`'s options: usage errors first, then the system (prepareAddFromConfig for --config). */
-export function prepareAdd(raw: RawAddOptions, deps: AddDeps = {}): AddSpec {
-  const spec = validateAddOptions(raw, { cwd: deps.cwd ?? process.cwd() });
-  requireRoot('euid' in deps ? deps.euid : process.geteuid?.());
-  (deps.checkControl ?? (() => requireControl()))();
-  const problems = getTarget(spec.target).validate(spec);
-  if (problems.length > 0) throw new UsageError(problems);
-  return spec;
-}
-
-/**
- * `add --config FILE`: the file's one device, with the options given on the command line over it
- * (a relative -f is relative to where the command runs; the file's, to the file). The whole file is
- * checked like `serve` checks it, every problem listed, before anything else.
- */
-export function prepareAddFromConfig(raw: RawAddOptions, configPath: string, deps: AddDeps & { env?: NodeJS.ProcessEnv } = {}) {
-  const { loadConfig } = require('../../config/load-config') as typeof import('../../config/load-config');
-  const overrides: RawAddOptions = { ...raw };
-  if (typeof overrides.file === 'string' && overrides.file !== '') overrides.file = path.resolve(deps.cwd ?? process.cwd(), overrides.file);
-  const config = loadConfig({ path: configPath, deviceOverrides: overrides, exactlyOneDevice: true, env: deps.env });
-  requireRoot('euid' in deps ? deps.euid : process.geteuid?.());
-  (deps.checkControl ?? (() => requireControl()))();
-  return { spec: config.devices[0].spec, config };
-}
-
-export async function runAdd(raw: RawAddOptions, deps: AddDeps = {}, configPath?: string): Promise<number> {
-  let spec: AddSpec;
-  let logOpts: { level?: string; format?: string } = {};
-  if (configPath !== undefined) {
-    const r = prepareAddFromConfig(raw, configPath, deps);
-    spec = r.spec;
-    logOpts = { level: r.config.logLevel, format: r.config.logFormat };
-  } else spec = prepareAdd(raw, deps);
-  if (spec.foreground) return runInForeground({ action: 'add', spec }, logOpts);
-  // the detached server reads its log level from the environment (the config's, unless set)
-  const env = logOpts.level ? { ...process.env, UBLK_TS_LOG_LEVEL: logOpts.level } : undefined;
-  const { devId } = await spawnServer({ action: 'add', spec }, { env });
-  await printDevice(devId);
-  return 0;
-}
-
-/** --foreground: this process is the server until SIGTERM/SIGINT or until the device stops. */
-export async function runInForeground(req: ServerRequest, logOpts: { level?: string; format?: string } = {}): Promise<number> {
-  const { serve } = require('../server-main') as typeof import('../server-main');
-  const { createLogger } = require('../log') as typeof import('../log');
-  return new Promise<number>((resolve, reject) => {
-    let live = false;
-    serve(req, {
-      log: createLogger(logOpts),
-      report: (r) => {
-        if (r.event === 'live') {
-          live = true;
-          printDevice(r.devId).catch(() => undefined);
-        } else {
-          reject(r.exitCode === 2 ? new UsageError(r.message) : new UblkError(r.message, { code: r.code }));
-        }
-      },
-      exit: (code) => {
-        if (live || code === 0) resolve(code);
-      },
-    }).catch(reject);
-  });
-}

@@ -5,7 +5,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { requireRoot } from './add';
+import { requireRoot } from '../../checks';
 
 export const PACKAGED_NODE = '/usr/bin/node';
 export const PACKAGED_PREFIX = '/usr/lib/ublk-ts';
@@ -17,9 +17,9 @@ export const INSTALLED_FILES: ReadonlyArray<{ src: string; dest: string }> = [
   { src: 'systemd/udev/60-ublk-ts.rules', dest: 'etc/udev/rules.d/60-ublk-ts.rules' },
 ];
 
-/** The repository (or installed package) root: dist/daemon/commands/ → ../../.. */
+/** The repository (or installed package) root: dist/daemon/cli/commands/ → ../../../.. */
 export function packageRoot(): string {
-  return path.resolve(__dirname, '..', '..', '..');
+  return path.resolve(__dirname, '..', '..', '..', '..');
 }
 
 /** A unit's text with the packaged paths replaced by where node and ublk-ts really are. */
@@ -47,8 +47,8 @@ export function runInstallUnits(opts: InstallOptions): number {
   if (root === '/' && !opts.dryRun) requireRoot('euid' in opts ? opts.euid : process.geteuid?.());
   const node = opts.node ?? process.execPath;
   const prefix = opts.prefix ?? packageRoot();
-  if (!fs.existsSync(path.join(prefix, 'dist', 'daemon', 'cli.js'))) {
-    out(`warning: ${prefix}/dist/daemon/cli.js does not exist: run \`npm run build\` first\n`);
+  if (!fs.existsSync(path.join(prefix, 'dist', 'daemon', 'cli', 'main.js'))) {
+    out(`warning: ${prefix}/dist/daemon/cli/main.js does not exist: run \`npm run build\` first\n`);
   }
   for (const f of INSTALLED_FILES) {
     const dest = path.join(root, f.dest);

@@ -4,18 +4,14 @@
 // QUIESCED (I/O waits, a mounted filesystem notices nothing); then the same path as `recover`
 // starts the new server. Needs a disk added with -r 1 on a kernel with UBLK_F_QUIESCE (6.16).
 
-import { UblkError, UsageError } from '../errors';
-import { parseDevIdArg } from './list';
-import { printDevice, spawnServer } from './add';
-import { requireOwnDevice, type RecoverDeps } from './recover';
-import type { CtrlDevInfo } from '../native/binding-types';
-import { errnoCode, friendlyError, getBinding } from '../native/load-binding';
-import { UBLK_F } from '../features';
-import { stateName } from '../list-format';
-
-const UBLK_S_DEV_LIVE = 1;
-const UBLK_S_DEV_QUIESCED = 2;
-const UBLK_S_DEV_FAIL_IO = 3;
+import { UblkError, UsageError } from '../../../shared/errors';
+import { pidAlive } from '../../state-store';
+import { parseDevIdArg, requireOwnDevice, type OwnDeviceDeps } from '../../checks';
+import { printDevice } from '../device-view';
+import { spawnServer } from '../../server/spawn';
+import type { CtrlDevInfo } from '../../../shared/binding';
+import { errnoCode, friendlyError, getBinding } from '../../addon/load-binding';
+import { DEV_STATE, stateName, UBLK_F } from '../../../shared/kernel';
 
 export interface UpgradeOptions {
   number?: string;
@@ -23,22 +19,13 @@ export interface UpgradeOptions {
   timeout?: string;
 }
 
-export interface UpgradeDeps extends RecoverDeps {
+export interface UpgradeDeps extends OwnDeviceDeps {
   /** starts the new server (default: the detached server of `recover`) */
   startServer?: (devId: number) => Promise<void>;
   processAlive?: (pid: number) => boolean;
   sleep?: (ms: number) => Promise<void>;
   warn?: (line: string) => void;
   print?: (devId: number) => Promise<void>;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Throws unless the device can be upgraded live. */
@@ -50,8 +37,8 @@ export function checkUpgradable(info: CtrlDevInfo): void {
       op: 'upgrade',
     });
   }
-  if (info.state !== UBLK_S_DEV_LIVE) {
-    const hint = info.state === UBLK_S_DEV_QUIESCED || info.state === UBLK_S_DEV_FAIL_IO ? `: its server is gone, use \`ublk-ts recover -n ${devId}\`` : '';
+  if (info.state !== DEV_STATE.LIVE) {
+    const hint = info.state === DEV_STATE.QUIESCED || info.state === DEV_STATE.FAIL_IO ? `: its server is gone, use \`ublk-ts recover -n ${devId}\`` : '';
     throw new UblkError(`device ${devId} is ${stateName(info.state)}, not LIVE${hint}`, { code: 'EINVAL', op: 'upgrade' });
   }
   if (!(info.flags & UBLK_F.QUIESCE)) {
@@ -61,10 +48,8 @@ export function checkUpgradable(info: CtrlDevInfo): void {
       { code: 'ENOTSUP', op: 'upgrade' },
     );
   }
-  // Measured on Linux 7.3.4 (2026-12-02, test/integration/recovery.test.ts): QUIESCE_DEV of a
-  // batch device cancels its queues with force_abort set, so the requests in flight at that moment
-  // fail with EIO (a mounted ext4 saw 16 write errors at depth 16) and fio saw no I/O complete
-  // after the new server took over.
+  // QUIESCE_DEV of a batch device cancels its queues with force_abort set, so the requests in
+  // flight at that moment fail with EIO (README.md, "Failures": the measurement on Linux 7.3.4).
   if (info.flags & UBLK_F.BATCH_IO) {
     throw new UblkError(
       `device ${devId} uses batch I/O (--batch-io): the kernel fails the I/O in flight when it quiesces a batch device, ` +
@@ -87,9 +72,9 @@ export async function runUpgrade(opts: UpgradeOptions, deps: UpgradeDeps = {}): 
   const store = requireOwnDevice(devId, 'upgrade', deps);
   const binding = deps.binding ?? getBinding();
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
-  const isAlive = deps.processAlive ?? alive;
+  const isAlive = deps.processAlive ?? pidAlive;
   const warn = deps.warn ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const info = await binding.getDevInfo(devId).catch((err) => {
+  const info = await binding.getDevInfo(devId).catch((err: unknown) => {
     throw friendlyError(err, { devId });
   });
   checkUpgradable(info);
@@ -115,7 +100,7 @@ export async function runUpgrade(opts: UpgradeOptions, deps: UpgradeDeps = {}): 
   const deadline = Date.now() + timeoutS * 1000;
   for (;;) {
     const now = await binding.getDevInfo(devId).catch(() => undefined);
-    const waiting = now && (now.state === UBLK_S_DEV_QUIESCED || now.state === UBLK_S_DEV_FAIL_IO);
+    const waiting = now && (now.state === DEV_STATE.QUIESCED || now.state === DEV_STATE.FAIL_IO);
     if (waiting && !(oldPid > 0 && isAlive(oldPid))) break;
     if (!now || now.state === 0) {
       throw new UblkError(`device ${devId} went away during the upgrade (state ${now ? 'DEAD' : 'gone'})`, { code: 'ENODEV', op: 'upgrade' });

@@ -8,20 +8,20 @@
 
 import type { Config, LoadOptions } from '../../config/load-config';
 import { loadConfig } from '../../config/load-config';
-import type { ServiceKey } from '../../config/service-fields';
-import { formatAddress } from '../../config/service-fields';
-import { ConfigError, UblkError, describeError } from '../errors';
-import { createLogger, type RootLog } from '../log';
-import type { NativeBinding } from '../native/binding-types';
-import { getBinding } from '../native/load-binding';
-import { protectFromOom } from '../server-main';
+import type { ServiceKey } from '../../config/service-settings';
+import { formatAddress } from '../../config/service-settings';
+import type { NativeBinding } from '../../shared/binding';
+import { ConfigError, UblkError, describeError } from '../../shared/errors';
+import { createLogger, type RootLog } from '../../shared/log';
+import { getBinding } from '../addon/load-binding';
+import { requireControl, requireRoot } from '../checks';
+import { protectFromOom } from '../oom';
+import { DEVICE_MODEL, type AddSpec } from '../spec';
 import { StateStore } from '../state-store';
-import { Notifier } from '../service/notify';
-import { Service } from '../service/service';
-import type { MetricsServer } from '../service/metrics-server';
 import { VERSION } from '../version';
-import { requireRoot } from './add';
-import { requireControl } from './list';
+import { Notifier } from './notify';
+import { Service } from './service';
+import type { MetricsServer } from './metrics-server';
 
 export type ServeCliOptions = { config?: string } & Partial<Record<ServiceKey, string>>;
 
@@ -54,7 +54,7 @@ export async function runServe(opts: ServeCliOptions, deps: ServeDeps = {}): Pro
   const env = deps.env ?? process.env;
   const cli: Partial<Record<ServiceKey, string>> = {};
   for (const k of ['logLevel', 'logFormat', 'metricsAddress'] as const) if (opts[k] !== undefined) cli[k] = opts[k];
-  const loadOpts: LoadOptions = { path: opts.config, cli, env };
+  const loadOpts: LoadOptions<AddSpec> = { model: DEVICE_MODEL, path: opts.config, cli, env };
   const config = loadConfig(loadOpts);
 
   requireRoot('euid' in deps ? deps.euid : process.geteuid?.());
@@ -88,8 +88,8 @@ export async function runServe(opts: ServeCliOptions, deps: ServeDeps = {}): Pro
   let metrics: MetricsServer | undefined;
   if (config.metrics) {
     // prom-client is loaded here only: no other command pays for it
-    const { createMetricsRegistry } = require('../service/metrics') as typeof import('../service/metrics');
-    const { startMetricsServer } = require('../service/metrics-server') as typeof import('../service/metrics-server');
+    const { createMetricsRegistry } = require('./metrics') as typeof import('./metrics');
+    const { startMetricsServer } = require('./metrics-server') as typeof import('./metrics-server');
     const registry = createMetricsRegistry(() => service.metricsDevices(), { version: VERSION, ...binding.versions() });
     try {
       metrics = await startMetricsServer(config.metrics, registry, log);
@@ -133,7 +133,7 @@ export async function runServe(opts: ServeCliOptions, deps: ServeDeps = {}): Pro
         if (service.isStopping) return;
         notifier.reloading();
         log.info({ event: 'reloading' }, 'reloading the configuration');
-        let next: Config;
+        let next: Config<AddSpec>;
         try {
           next = loadConfig(loadOpts);
         } catch (err) {
