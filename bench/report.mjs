@@ -3,7 +3,7 @@
 //   node bench/report.mjs RESULT.json   re-renders RESULT.md next to it (and prints it)
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ROWS, JOBS, CHECKS, BASELINE, METRIC_LABEL as metricOf } from './jobs.mjs';
+import { ROWS, JOBS, CHECKS, METRIC_LABEL as metricOf, refOf } from './jobs.mjs';
 
 /** The median of a non-empty list of numbers (also bench/run.mjs's, for the rounds' figures). */
 export function median(v) {
@@ -28,8 +28,8 @@ function ratio(res, a, b, metric) {
 
 /** Adds ratios and checks to a result (in place) and returns it. */
 export function analyse(res) {
-  const base = res.rows[BASELINE];
-  for (const row of Object.values(res.rows)) {
+  for (const [rn, row] of Object.entries(res.rows)) {
+    const base = res.rows[refOf(rn)];
     for (const [jn, rec] of Object.entries(row.jobs || {})) {
       const b = base?.jobs?.[jn];
       rec.ratio_vs_loop = ok(rec) && ok(b) && b.iops > 0 ? ratio(res, rec, b, 'iops') : null;
@@ -90,14 +90,14 @@ export function tables(res, md) {
     const body = rows.map((rn) => {
       const row = res.rows[rn];
       const rec = cell(row, jn);
-      if (!rec) return [rn, row.status === 'ok' ? 'not run' : row.status, '', '', '', '', ''];
-      if (rec.error) return [rn, 'ERROR', '', '', '', '', ''];
+      if (!rec) return [rn, row.status === 'ok' ? 'not run' : row.status, '', '', '', '', '', ''];
+      if (rec.error) return [rn, 'ERROR', '', '', '', '', '', ''];
       return [rn, f0(rec.iops) + (rec.contended ? '†' : ''), f1(rec.mibps), lat(rec.clat_mean_us), lat(rec.clat_p99_us),
-        rec.srv_cpu_us_per_io != null ? f1(rec.srv_cpu_us_per_io) : '', f2(rec.ratio_vs_loop)];
+        rec.srv_cpu_us_per_io != null ? f1(rec.srv_cpu_us_per_io) : '', rec.srv_js_cpu_pct != null ? f1(rec.srv_js_cpu_pct) : '', f2(rec.ratio_vs_loop)];
     });
-    out.push(...table(['row', 'IOPS', 'MiB/s', 'clat mean µs', 'clat p99 µs', 'server CPU µs/IO', '× loop'], body, md), '');
+    out.push(...table(['row', 'IOPS', 'MiB/s', 'clat mean µs', 'clat p99 µs', 'server CPU µs/IO', 'of it JS %', '× ref'], body, md), '');
   }
-  h('IOPS (= MiB/s) as a multiple of kernel-loop');
+  h('IOPS (= MiB/s) as a multiple of the row\'s reference (kernel-loop; nbd rows: the kernel nbd driver with as many connections; js rows: the native null target)');
   const body = rows.map((rn) => [rn, ...jobs.map((jn) => {
     const row = res.rows[rn];
     const rec = cell(row, jn);

@@ -6,7 +6,7 @@
 // It sets every row's device up (ublk rows through the product's CLI, `node bin/ublk-ts add`), then
 // runs each job with fio on every row in turn, and tears the devices down. Results go to CONFIG.out as JSON, rewritten
 // after every job, so that a run cut short still leaves what it measured.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -19,6 +19,8 @@ const { modeFromFlags } = createRequire(import.meta.url)('../dist/daemon/feature
 
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const CLI = [process.execPath, 'bin/ublk-ts'];
+// A row's CLI: this checkout's, or the baseline checkout's (BENCH_BASELINE, rows with impl 'baseline').
+const cliOf = (row) => (row.impl === 'baseline' ? [process.execPath, path.join(cfg.baseline, 'bin', 'ublk-ts')] : CLI);
 // BENCH_BACKING=nullb: the rows' "file" is a null_blk disk itself (see setUpNullb).
 const NULLB = { dev: '/dev/nullb0', dir: '/sys/kernel/config/nullb/nullb0', completionNs: 20000 };
 const FILE = cfg.backing === 'nullb' ? NULLB.dev : path.join(cfg.workDir, 'backing.img');
@@ -167,7 +169,9 @@ function fioArgs(job, filename, outFile) {
   return [
     `--name=${job.name}`, `--filename=${filename}`,
     '--ioengine=io_uring', '--direct=1', `--rw=${job.rw}`, `--bs=${job.bs}`, `--iodepth=${job.qd}`,
-    '--time_based', `--runtime=${cfg.runtime}`, `--ramp_time=${cfg.ramp}`, '--numjobs=1', '--group_reporting',
+    // a soak job (`ios`) runs a count of I/Os instead of a time
+    ...(job.ios ? [`--io_size=${job.ios * parseInt(job.bs, 10) * 1024}`, '--runtime=600'] : ['--time_based', `--runtime=${cfg.runtime}`, `--ramp_time=${cfg.ramp}`]),
+    '--numjobs=1', '--group_reporting',
     '--output-format=json', `--output=${outFile}`,
   ];
 }
@@ -202,6 +206,24 @@ function waitForQuietHost() {
   return w;
 }
 
+/**
+ * Samples the server's resident memory (VmRSS) every 2 s while a job runs, from a shell loop beside
+ * fio (the runner waits for fio synchronously). stop() gives { first, max, last, samples } in KiB.
+ */
+function rssSampler(pid) {
+  const out = path.join(cfg.workDir, 'rss.txt');
+  fs.writeFileSync(out, '');
+  const loop = `while [ -r /proc/${pid}/status ]; do sed -n 's/^VmRSS:[[:space:]]*\\([0-9]*\\).*/\\1/p' /proc/${pid}/status >> ${out}; sleep 2; done`;
+  const child = spawn('sh', ['-c', loop], { stdio: 'ignore' });
+  return {
+    stop() {
+      child.kill();
+      const kb = fs.readFileSync(out, 'utf8').split('\n').filter(Boolean).map(Number);
+      return kb.length ? { first: kb[0], max: Math.max(...kb), last: kb[kb.length - 1], samples: kb.length } : null;
+    },
+  };
+}
+
 function runJob(job, target, server) {
   const outFile = path.join(cfg.workDir, 'fio.json');
   try { fs.unlinkSync(outFile); } catch { /* none */ }
@@ -209,7 +231,8 @@ function runJob(job, target, server) {
   const dBefore = diskIos(target.dev);
   const tw = process.hrtime.bigint();
   const tStart = Date.now();
-  const r = sh('fio', fioArgs(job, target.filename, outFile), { timeout: (cfg.runtime + cfg.ramp + 120) * 1000 });
+  const rss = server ? rssSampler(server.pid) : null;
+  const r = sh('fio', fioArgs(job, target.filename, outFile), { timeout: (job.ios ? 720 : cfg.runtime + cfg.ramp + 120) * 1000 });
   const wall = Number(process.hrtime.bigint() - tw) / 1e9;
   const after = server ? threadTicks(server.pid) : null;
   const dAfter = diskIos(target.dev);
@@ -236,12 +259,14 @@ function runJob(job, target, server) {
     rec.dev_ios = dAfter.ios - dBefore.ios; // requests the device completed, ramp included
     rec.dev_merges = dAfter.merges - dBefore.merges;
   }
+  if (rss) rec.srv_rss_kb = rss.stop();
   if (server) {
     if (!after) {
       rec.error = (rec.error ? rec.error + '; ' : '') + `server pid ${server.pid} is gone`;
     } else {
       let tot = 0;
       let q = 0;
+      let main = 0;
       const byName = {};
       for (const [tid, { ticks, comm }] of Object.entries(after)) {
         const d = ticks - (before?.[tid]?.ticks ?? 0);
@@ -249,6 +274,7 @@ function runJob(job, target, server) {
         // `list` gives one tid per queue; more threads of a queue (--threads-per-queue) by name
         const isQueue = server.tids.includes(Number(tid)) || /^ublk\d+-q\d+\.\d+$/.test(comm);
         if (isQueue) q += d;
+        if (Number(tid) === server.pid) main += d;
         const k = isQueue ? `queue:${comm}` : Number(tid) === server.pid ? `main:${comm}` : comm.replace(/\d+$/, 'N');
         if (d) byName[k] = +((byName[k] ?? 0) + d / CLK_TCK).toFixed(2);
       }
@@ -256,6 +282,8 @@ function runJob(job, target, server) {
       const n = (rec.dev_ios ?? 0) + (rec.dev_merges ?? 0); // I/Os as fio submitted them, over the same window
       rec.srv_cpu_s = tot / CLK_TCK;
       rec.srv_queue_cpu_s = q / CLK_TCK;
+      // the Node main thread: JavaScript (a js target's handlers and its hand-off), idle otherwise
+      rec.srv_js_cpu_pct = tot > 0 ? +(100 * main / tot).toFixed(1) : null;
       rec.srv_cpu_pct_of_wall = +(100 * rec.srv_cpu_s / wall).toFixed(1);
       rec.srv_cpu_us_per_io = n > 0 ? (rec.srv_cpu_s * 1e6) / n : null;
     }
@@ -287,8 +315,38 @@ function parseDevId(text) {
   return m ? Number(m[1]) : null;
 }
 
+// The NBD rows' server: one nbdkit (memory plugin, as large as the backing file) on TCP
+// 127.0.0.1 (zero copy sends need TCP), started when the first NBD row is set up; every NBD row,
+// the kernel's and ublk-ts's, uses it.
+const NBD_PORT = 10809;
+let nbdkit = null;
+function nbdServer() {
+  if (nbdkit) return;
+  nbdkit = spawn('nbdkit', ['--foreground', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(NBD_PORT), 'memory', String(cfg.fileSize)], { stdio: 'ignore' });
+  const listening = () => sh('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${NBD_PORT}`]).code === 0;
+  for (let i = 0; i < 100 && !listening(); i++) spawnSync('sleep', ['0.1']);
+  if (!listening()) throw new Error('nbdkit did not start (is it installed? scripts/test-deps.sh)');
+  result.nbd_server = `nbdkit ${firstLine(sh('nbdkit', ['--version']).stdout)}, memory ${cfg.fileSize} bytes, TCP 127.0.0.1:${NBD_PORT}`;
+  log(`NBD server: ${result.nbd_server}`);
+}
+
+/** The kernel's nbd driver on the NBD rows' server: nbd-client, one /dev/nbdN per row. */
+let nextNbd = 0;
+function setUpNbdKernel(row) {
+  nbdServer();
+  const dev = `/dev/nbd${nextNbd++}`;
+  if (!fs.existsSync(dev)) throw new Error(`${dev} does not exist (is the nbd module loaded?)`);
+  must('nbd-client', ['127.0.0.1', String(NBD_PORT), dev, '-b', '512', ...(row.connections > 1 ? ['-C', String(row.connections)] : [])]);
+  added.push({ nbd: dev });
+  const b = path.basename(dev);
+  try { fs.writeFileSync(`/sys/block/${b}/queue/scheduler`, 'none'); } catch { /* not every kernel */ }
+  const rd = (f) => { try { return fs.readFileSync(`/sys/block/${b}/${f}`, 'utf8').trim(); } catch { return null; } };
+  return { target: { filename: dev, dev }, info: { dev, connections: row.connections, scheduler: rd('queue/scheduler'), nr_hw_queues: fs.readdirSync(`/sys/block/${b}/mq`).length } };
+}
+
 function setUp(row) {
   if (row.kind === 'raw') return { target: { filename: FILE, dev: null }, info: { file: FILE } };
+  if (row.kind === 'nbd-kernel') return setUpNbdKernel(row);
   if (row.kind === 'loop') {
     const dev = must('losetup', ['--direct-io=on', '-f', '--show', FILE]).stdout.trim();
     added.push({ loop: dev });
@@ -298,13 +356,16 @@ function setUp(row) {
     if (info.dio !== '1') log(`WARNING: ${dev} has dio=${info.dio}: the kernel loop driver is NOT doing direct I/O`);
     return { target: { filename: dev, dev }, info };
   }
-  const args = row.cli.map((a) => (a === '@FILE' ? FILE : a === '@SIZE' ? String(cfg.fileSize) : a));
+  if (row.cli.includes('@NBDPORT')) nbdServer();
+  const args = row.cli.map((a) =>
+    a === '@FILE' ? FILE : a === '@NBDPORT' ? String(NBD_PORT) : a.replace('@SIZE', String(cfg.fileSize)).replace('@EXAMPLES', path.resolve('examples')));
   if (row.kind === 'ublksrv') return setUpUblksrv(row, args);
   const ta = Date.now();
-  const r = sh(CLI[0], [CLI[1], 'add', ...args]);
+  const C = cliOf(row);
+  const r = sh(C[0], [C[1], 'add', ...args]);
   const addS = (Date.now() - ta) / 1000;
   const id = parseDevId(r.stdout);
-  if (id !== null) added.push({ ublk: id });
+  if (id !== null) added.push({ ublk: id, cli: C });
   if (r.code !== 0 || id === null) {
     const why = (r.stderr || r.stdout).trim().split('\n').filter(Boolean).slice(-3).join(' | ');
     const e = new Error(`ublk-ts add ${args.join(' ')} exited ${r.code}: ${why}`);
@@ -312,11 +373,11 @@ function setUp(row) {
 
     throw e;
   }
-  const lj = JSON.parse(must(CLI[0], [CLI[1], 'list', '-n', String(id), '--json']).stdout);
+  const lj = JSON.parse(must(C[0], [C[1], 'list', '-n', String(id), '--json']).stdout);
   const d = Array.isArray(lj) ? lj[0] : lj;
   const server = { pid: d.daemon_pid, tids: (d.queues || []).map((q) => q.tid) };
   const info = {
-    cli: `ublk-ts add ${args.join(' ')}`, add_s: addS, dev_id: id, dev: `/dev/ublkb${id}`,
+    cli: `${row.impl === 'baseline' ? `${cfg.baseline}/bin/` : ''}ublk-ts add ${args.join(' ')}`, add_s: addS, dev_id: id, dev: `/dev/ublkb${id}`,
     data_mode: d.data_mode, zero_copy: d.zero_copy, flags: d.flags, flag_names: d.flag_names,
     nr_hw_queues: d.nr_hw_queues, queue_depth: d.queue_depth, max_rq_size: d.max_rq_size,
     daemon_pid: server.pid, queue_tids: server.tids, target: d.target,
@@ -367,12 +428,16 @@ function setUpUblksrv(row, args) {
 }
 
 function tearDown(row, st) {
-  if (row.kind === 'loop') {
+  if (row.kind === 'nbd-kernel') {
+    must('nbd-client', ['-d', st.target.dev]);
+    added.splice(added.findIndex((a) => a.nbd === st.target.dev), 1);
+  } else if (row.kind === 'loop') {
     must('losetup', ['-d', st.target.dev]);
     added.splice(added.findIndex((a) => a.loop === st.target.dev), 1);
   } else if (row.kind === 'ublk') {
     const id = st.info.dev_id;
-    must(CLI[0], [CLI[1], 'del', '-n', String(id)], { timeout: 120000 });
+    const C = cliOf(row);
+    must(C[0], [C[1], 'del', '-n', String(id)], { timeout: 120000 });
     added.splice(added.findIndex((a) => a.ublk === id), 1);
   } else if (row.kind === 'ublksrv') {
     const id = st.info.dev_id;
@@ -384,7 +449,8 @@ function tearDown(row, st) {
 /** Removes one device `added` recorded, ignoring failures (cleanup after an error). */
 function removeQuietly(a) {
   if (a.loop) sh('losetup', ['-d', a.loop]);
-  if (a.ublk !== undefined) sh(CLI[0], [CLI[1], 'del', '-n', String(a.ublk)], { timeout: 120000 });
+  if (a.nbd) sh('nbd-client', ['-d', a.nbd]);
+  if (a.ublk !== undefined) sh((a.cli ?? CLI)[0], [(a.cli ?? CLI)[1], 'del', '-n', String(a.ublk)], { timeout: 120000 });
   if (a.ublksrv !== undefined) sh(cfg.ublksrv, ['del', '-n', String(a.ublksrv)], { timeout: 120000 });
 }
 function cleanupAll() {
@@ -432,7 +498,7 @@ function aggregate(list) {
   const near = ok.reduce((a, b) => (Math.abs(b.iops - mi) < Math.abs(a.iops - mi) ? b : a));
   const out = { ...near, rounds: list, rounds_ok: ok.length };
   delete out.round;
-  for (const k of ['iops', 'mibps', 'clat_mean_us', 'clat_p99_us', 'srv_cpu_us_per_io', 'srv_cpu_pct_of_wall', 'fio_usr_cpu_pct', 'fio_sys_cpu_pct']) {
+  for (const k of ['iops', 'mibps', 'clat_mean_us', 'clat_p99_us', 'srv_cpu_us_per_io', 'srv_cpu_pct_of_wall', 'srv_js_cpu_pct', 'fio_usr_cpu_pct', 'fio_sys_cpu_pct']) {
     const m = med(k);
     if (m !== undefined) out[k] = m;
   }
@@ -485,5 +551,6 @@ result.finished = new Date().toISOString();
 save();
 log(`done in ${((Date.now() - t0) / 1000).toFixed(0)}s, ${result.errors.length} error(s)`);
 try { fs.rmSync(cfg.workDir, { recursive: true, force: true }); } catch { /* tmpfs anyway */ }
+if (nbdkit) nbdkit.kill();
 if (FS_DEV) sh('umount', [cfg.workDir]);
 if (cfg.backing === 'nullb') tearDownNullb();

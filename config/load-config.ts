@@ -73,7 +73,7 @@ export interface LoadOptions<Spec> {
   overrideCwd?: string;
   /** `add --config`: the config must declare exactly one device */
   exactlyOneDevice?: boolean;
-  /** check backing files (default true); tests pass a fake file system */
+  /** check the targets against the system, their files (default true); tests pass a fake file system */
   targetFs?: TargetFs | false;
 }
 

@@ -3,7 +3,7 @@
 // from what is accepted: test/unit/config-schema.test.ts compares the two and checks the
 // examples against it. After changing an option: `npm run build:ts && npm run config-schema`.
 // The schema checks shapes, types and ranges (editors use it); the loader also checks what
-// depends on several fields and on the system (a loop device's file exists, ids are unique...).
+// depends on several fields and on the system (a target's files exist, ids are unique...).
 
 import type { DeviceModel } from '../shared/device-model';
 import { NAME_FIELD, NAME_RE } from './load-config';

@@ -51,6 +51,8 @@ export interface DeviceServerDeps {
   serviceName?: string;
   /** faults for tests of paths the kernel seldom takes; never set from the CLI or a config */
   testFaults?: TestFaults;
+  /** the object a library caller serves (createDevice: the js target's BlockTarget) */
+  targetInstance?: unknown;
 }
 
 const realSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -69,6 +71,10 @@ export class DeviceServer {
   info?: CtrlDevInfo;
   /** the data path the queue threads use */
   mode?: DataMode;
+  /** what the target said the user should know (its description's notes) */
+  notes: string[] = [];
+  /** the target's description, while the device is served (attach / release) */
+  private target?: { spec: AddSpec; d: TargetDescription };
   private server?: NativeServer;
   private nrQueues = 0;
   private readonly exitedQueues = new Set<number>();
@@ -122,8 +128,9 @@ export class DeviceServer {
     try {
       // The target first: a missing or unusable backing store is reported before the kernel is
       // asked for anything, and so is a backing file another disk writes.
-      const target = await targetOf(spec).describe(spec.target, spec, this.deps.fs);
+      const target = await this.describeTarget(spec);
       checkResources(spec, this.store);
+      this.notes = target.notes;
       for (const note of target.notes) this.log.warn({ event: 'target_note', devId: -1 }, note);
 
       // Negotiate from what this kernel supports; a missing feature fails here, before ADD_DEV.
@@ -135,7 +142,7 @@ export class DeviceServer {
       // and writes back what it accepted: everything below uses its answer.
       const info = await this.binding.addDev({
         devId: spec.id,
-        nrHwQueues: spec.queues,
+        nrHwQueues: Math.min(spec.queues, target.maxQueues ?? spec.queues),
         queueDepth: spec.depth,
         maxIoBufBytes: spec.maxIoBufBytes,
         flags,
@@ -166,9 +173,10 @@ export class DeviceServer {
       // The queue threads open /dev/ublkcN, create their rings and FETCH every tag; start()
       // resolves once all are in, which START_DEV waits for.
       const server = this.createServer(target, info, mode, spec);
-      undo.push({ what: 'stop queue threads', run: () => server.stop(true) });
+      undo.push({ what: 'stop queue threads', run: async () => (await server.stop(true), await this.releaseTarget()) });
       const tids = await server.start();
       this.event('queues_ready', { tids });
+      await this.attachTarget(server, info);
 
       // START_DEV adds /dev/ublkbN; the pid is the process that serves the device.
       await this.binding.startDev(info.devId, this.pid);
@@ -185,7 +193,7 @@ export class DeviceServer {
         flags: hex(info.flags),
         mode,
         tids,
-        target: target.json,
+        target: target.queuesKey ? { ...target.json, [target.queuesKey]: info.nrHwQueues } : target.json,
         createdAt: at,
         updatedAt: at,
         ...(this.deps.serviceName !== undefined ? { service: this.deps.serviceName } : {}),
@@ -201,6 +209,42 @@ export class DeviceServer {
       await this.rollback(undo);
       this.phase = 'failed';
       throw failure;
+    }
+  }
+
+  /** The target's description of the disk, with what its native half can learn (probe). */
+  private async describeTarget(spec: AddSpec): Promise<TargetDescription> {
+    const t = targetOf(spec);
+    const d = await t.describe(spec.target, spec, {
+      fs: this.deps.fs,
+      probe: (options) => this.binding.probeTarget(t.name, options),
+      instance: this.deps.targetInstance,
+    });
+    this.target = { spec, d };
+    return d;
+  }
+
+  /** The queue threads are up, the disk is not live yet: a target with a JavaScript side starts it. */
+  private async attachTarget(server: NativeServer, info: CtrlDevInfo): Promise<void> {
+    if (!this.target) return;
+    const t = targetOf(this.target.spec);
+    await t.attach?.(server, this.target.d, {
+      devId: () => this.devId,
+      threads: info.nrHwQueues * (this.target.spec.threadsPerQueue ?? 1),
+      maxIoBufBytes: info.maxIoBufBytes,
+      log: this.log,
+    });
+  }
+
+  /** The queue threads are gone: the target lets go of what its JavaScript side holds. */
+  private async releaseTarget(): Promise<void> {
+    const held = this.target;
+    this.target = undefined;
+    if (!held) return;
+    try {
+      await targetOf(held.spec).release?.(held.d);
+    } catch (err) {
+      this.log.warn({ event: 'target_release', devId: this.devId, err: (err as Error).message }, 'the target did not let go cleanly');
     }
   }
 
@@ -260,6 +304,11 @@ export class DeviceServer {
     this.exitedQueues.clear();
     this.queueFailed = false;
     server.onQueueExit((ev) => this.queueExited(ev));
+    // the target's own rare events (a connection lost, a reconnect), as log lines
+    server.onTargetReport((r) => {
+      const log = r.level === 'error' ? this.log.error : r.level === 'warn' ? this.log.warn : this.log.info;
+      log.call(this.log, { event: 'target', devId: this.devId, queueId: r.queueId }, r.message);
+    });
     return server;
   }
 
@@ -270,9 +319,17 @@ export class DeviceServer {
     if (ev.error !== 0) this.log.error({ event: 'queue_exit', devId: this.devId, ...fields }, 'queue thread failed');
     else this.event('queue_exit', fields);
     if (ev.error !== 0) this.queueFailed = true;
-    if (this.phase === 'live' && this.exitedQueues.size >= this.nrQueues) {
-      void this.afterQueuesExited().catch(() => undefined);
+    if (this.phase !== 'live') return;
+    if (ev.error !== 0) {
+      // A queue that failed on its own (its target lost its store: an NBD server gone for good)
+      // cannot serve its share of the disk any more: the device goes as a crashed server's would.
+      // With -r 1 it is left QUIESCED (FAIL_IO with -e 1) for `recover`; without, deleted.
+      const recoverable = this.info !== undefined && (this.info.flags & UBLK_F.USER_RECOVERY) !== 0n;
+      if (recoverable) void this.detach('queue failed').catch(() => undefined);
+      else void this.stop(`queue ${ev.queueId} failed: ${ev.message}`).catch(() => undefined);
+      return;
     }
+    if (this.exitedQueues.size >= this.nrQueues) void this.afterQueuesExited().catch(() => undefined);
   }
 
   /**
@@ -290,6 +347,7 @@ export class DeviceServer {
         try {
           await this.server?.stop(true);
         } finally {
+          await this.releaseTarget();
           this.notifyStopped('handover');
         }
         return;
@@ -325,10 +383,10 @@ export class DeviceServer {
       const info = await this.binding.getDevInfo(devId);
       checkRecoverable(info);
 
-      // Check the backing file again before touching the device: it may have gone or shrunk.
+      // Check the target again before touching the device: its store may have gone or shrunk.
       // The saved spec passes the add validator again: a damaged file stops here.
       const spec: AddSpec = recheckSavedSpec(saved.spec, devId, this.store.fileFor(devId));
-      const target = await targetOf(spec).describe(spec.target, spec, this.deps.fs);
+      const target = await this.describeTarget(spec);
       const savedSize = Number(saved.target.dev_size);
       if (Number.isFinite(savedSize) && target.sizeBytes < savedSize) {
         throw new UblkError(
@@ -346,6 +404,7 @@ export class DeviceServer {
       server = this.createServer(target, info, mode, spec);
       const tids = await server.start();
       this.event('queues_ready', { tids });
+      await this.attachTarget(server, info);
 
       // END_USER_RECOVERY makes the disk LIVE again with this process as its server.
       await this.binding.endUserRecovery(devId, this.pid);
@@ -377,6 +436,7 @@ export class DeviceServer {
           this.log.error({ event: 'rollback_failed', devId, step: 'stop queue threads', err: (e as Error).message }, 'rollback step failed');
         }
       }
+      await this.releaseTarget();
       this.phase = 'failed';
       throw failure;
     }
@@ -431,15 +491,16 @@ export class DeviceServer {
    * with -e 1) for `recover`; without, it stops the disk (DEAD) and `del` removes it. The state
    * file stays. For handing a device to another server, and for tests of recovery.
    */
-  async detach(): Promise<void> {
+  async detach(reason = 'detached'): Promise<void> {
     if (this.phase !== 'live') throw new Error(`DeviceServer.detach() in phase ${this.phase}`);
     this.phase = 'detached';
-    this.event('detaching');
+    this.event('detaching', { reason });
     try {
       await this.server?.stop(true);
     } finally {
+      await this.releaseTarget();
       this.event('detached');
-      this.notifyStopped('detached');
+      this.notifyStopped(reason);
     }
   }
 
@@ -493,6 +554,7 @@ export class DeviceServer {
         }
       }
     }
+    await this.releaseTarget();
     try {
       await this.binding.delDev(this.devId);
       deleted = true;

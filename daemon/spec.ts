@@ -32,6 +32,8 @@ export type { CommonSpec } from '../shared/add-options';
 export type AddSpec = CommonSpec & { target: TargetPart };
 
 const TARGET_NAMES = TARGETS.map((t) => t.name);
+/** "loop, null or nbd" */
+const TARGETS_TEXT = TARGET_NAMES.length > 1 ? `${TARGET_NAMES.slice(0, -1).join(', ')} or ${TARGET_NAMES[TARGET_NAMES.length - 1]}` : TARGET_NAMES.join('');
 
 /** -t/--type: the target, one of the registry's names. */
 export const TARGET_OPTION: OptionDecl = {
@@ -124,12 +126,12 @@ export function checkAddOptions(raw: RawOptions, sctx: SpecContext): SpecResult 
 
   // -t
   let target: AnyTarget | undefined;
-  if (raw.target === undefined) problems.push(`${label('target')} is required (${TARGET_NAMES.join(' or ')})`);
+  if (raw.target === undefined) problems.push(`${label('target')} is required (${TARGETS_TEXT})`);
   else {
     target = targetNamed(String(raw.target));
     if (!target || typeof raw.target !== 'string') {
       target = undefined;
-      problems.push(`${label('target')} must be ${TARGET_NAMES.join(' or ')}, not ${show(raw.target)}`);
+      problems.push(`${label('target')} must be ${TARGETS_TEXT}, not ${show(raw.target)}`);
     }
   }
 

@@ -6,6 +6,8 @@
 //     (also for an AUTO_BUF_REG request the kernel could not register: NEED_REG_BUF);
 //   user copy: the server preads / pwrites /dev/ublkcN itself, through the tag's buffer;
 //   copy: the kernel copied the request's bytes into (or will copy them out of) the tag's buffer.
+// A socket (DataIo::socket) takes sends and receives instead of writes and reads; the rest is the
+// same.
 #include <cerrno>
 
 #include "queue_thread.h"
@@ -72,12 +74,77 @@ void QueueThread::complete_without_data(unsigned tag, int result) {
   data_inflight_ += 1;
 }
 
+// A socket transfer: one step, whole (MSG_WAITALL), in the chain the caller may have started.
+//   copy:        SENDMSG(prefix + buffer) or SEND_ZC(buffer) after SEND(prefix) / RECV(buffer)
+//   zero copy:   [SEND(prefix)] -> [REGISTER] -> SEND_ZC(pages) / READ_FIXED(pages) -> [UNREGISTER]
+// The prefix goes first so that a failed prefix cancels the rest of the chain before anything is
+// registered; a registered buffer is always released (hard links).
+void QueueThread::submit_socket_step(unsigned tag) {
+  IoSlot &s = slots_[tag];
+  const DataIo &io = s.io;
+  const __u32 left = io.len - s.done;
+  const bool zc = cfg_.mode == DataMode::ZcAuto || cfg_.mode == DataMode::ZcExplicit;
+  const bool prefix = io.prefix_len > 0 && s.done == 0 && io.to_file;
+  struct io_uring_sqe *last = nullptr;
+  s.pending = 0;
+  s.prefix_in_data = false;
+
+  if (prefix && (zc || io.send_zc || left == 0)) {
+    struct io_uring_sqe *p = get_sqe();
+    io_uring_prep_send(p, io.file, io.prefix, io.prefix_len, MSG_WAITALL | MSG_NOSIGNAL | (left ? MSG_MORE : 0));
+    p->flags = IOSQE_FIXED_FILE | (left || io.link_out ? IOSQE_IO_LINK : 0);
+    p->user_data = make_user_data(Kind::DataRw, tag, kOpPrefix);  // its bytes are not the request's
+    s.pending++;
+    last = p;
+  }
+  if (left > 0) {
+    if (zc && s.manual_reg) prep_buf_cmd(get_sqe(), true, tag);
+    struct io_uring_sqe *d = get_sqe();
+    if (zc && io.to_file) {
+      io_uring_prep_send_zc_fixed(d, io.file, (void *)(uintptr_t)s.done, left, MSG_WAITALL | MSG_NOSIGNAL, 0, tag);
+      s.pending++;  // and its notification
+    } else if (zc) {
+      io_uring_prep_read_fixed(d, io.file, (void *)(uintptr_t)s.done, left, 0, (int)tag);
+    } else if (io.to_file && prefix && !io.send_zc) {
+      s.iov[0] = {const_cast<void *>(io.prefix), io.prefix_len};
+      s.iov[1] = {s.buf, left};
+      s.msg = {};
+      s.msg.msg_iov = s.iov;
+      s.msg.msg_iovlen = 2;
+      io_uring_prep_sendmsg(d, io.file, &s.msg, MSG_WAITALL | MSG_NOSIGNAL);
+      s.prefix_in_data = true;
+    } else if (io.to_file && io.send_zc) {
+      io_uring_prep_send_zc(d, io.file, s.buf + s.done, left, MSG_WAITALL | MSG_NOSIGNAL, 0);
+      s.pending++;  // and its notification
+    } else if (io.to_file) {
+      io_uring_prep_send(d, io.file, s.buf + s.done, left, MSG_WAITALL | MSG_NOSIGNAL);
+    } else {
+      io_uring_prep_recv(d, io.file, s.buf + s.done, left, MSG_WAITALL);
+    }
+    d->flags = IOSQE_FIXED_FILE | (zc && s.manual_reg ? IOSQE_IO_HARDLINK : 0);
+    d->user_data = make_user_data(Kind::DataRw, tag, d->opcode == IORING_OP_SEND_ZC ? kOpSendZc : 0);
+    s.pending++;
+    last = d;
+    if (zc && s.manual_reg) {
+      last = get_sqe();
+      prep_buf_cmd(last, false, tag);
+      s.pending++;
+    }
+  }
+  if (last && io.link_out) last->flags |= IOSQE_IO_LINK;
+  data_inflight_ += s.pending;
+}
+
 // Submits the next piece of a request's data movement, resuming after `done` bytes.
 void QueueThread::submit_data_step(unsigned tag) {
   IoSlot &s = slots_[tag];
   const DataIo &io = s.io;
+  if (io.socket) {
+    submit_socket_step(tag);
+    return;
+  }
   const __u32 left = io.len - s.done;
-  const __u64 file_off = io.stream ? 0 : io.offset + s.done;
+  const __u64 file_off = io.offset + s.done;
 
   if (cfg_.mode == DataMode::Copy || cfg_.mode == DataMode::UserCopy) {
     struct io_uring_sqe *sqe = get_sqe();
@@ -122,28 +189,46 @@ void QueueThread::submit_data_step(unsigned tag) {
   data_inflight_ += s.pending;
 }
 
-void QueueThread::on_data_cqe(Kind kind, unsigned tag, int res) {
+void QueueThread::on_data_cqe(Kind kind, unsigned tag, int res, unsigned op, unsigned cqe_flags) {
   IoSlot &s = slots_[tag];
+  auto fail = [&s](int err) {
+    if (s.error == 0) s.error = err;
+  };
   if (kind == Kind::RegBuf) {
     // Only failures produce this CQE (CQE_SKIP_SUCCESS); it was not counted as pending.
-    if (res < 0 && s.error == 0) s.error = res;
+    if (res < 0) fail(res);
     return;
   }
-  data_inflight_--;
-  s.pending--;
-  if (kind == Kind::UnregBuf) {
-    if (res < 0 && s.error == 0) s.error = res;
+  // SEND_ZC counts twice: its result, and the notification (F_NOTIF) after which the pages are
+  // ours again; a result without F_MORE (it failed before sending) has no notification to come.
+  const bool notif = cqe_flags & IORING_CQE_F_NOTIF;
+  const unsigned ends = op == kOpSendZc && !notif && !(cqe_flags & IORING_CQE_F_MORE) ? 2 : 1;
+  data_inflight_ -= ends;
+  s.pending -= ends;
+  const __u32 left = s.io.len - s.done;
+  if (notif) {
+    // nothing to count: the result came before
+  } else if (kind == Kind::UnregBuf) {
+    if (res < 0) fail(res);
   } else if (res < 0) {
-    if (s.error == 0) s.error = res;
-  } else if (res == 0 && s.done < s.io.len) {
-    // End of file inside the disk (the backing file shrank under us), or a stream that closed.
-    if (s.error == 0) s.error = -EIO;
+    fail(res);
+  } else if (op == kOpPrefix) {
+    if ((unsigned)res < s.io.prefix_len) fail(-EPIPE);
   } else {
-    s.done += (__u32)res;
+    __u32 got = (__u32)res;
+    if (s.prefix_in_data) got = got >= s.io.prefix_len ? got - s.io.prefix_len : 0;
+    if (got == 0 && left > 0) {
+      // end of file inside the disk (the backing file shrank under us), or the peer closed
+      fail(-EIO);
+    } else {
+      s.done += got;
+      // a socket's stream has lost its framing when a send stops short
+      if (s.io.socket && s.io.to_file && s.done < s.io.len) fail(-EPIPE);
+    }
   }
-  if (s.pending > 0) return;  // zero copy: wait for the unregister
+  if (s.pending > 0) return;  // the rest of this step: its unregister, a notification
 
-  if (s.error == -EAGAIN) {
+  if (s.error == -EAGAIN && !s.io.socket) {
     s.error = 0;
     submit_data_step(tag);
     return;

@@ -39,7 +39,8 @@ int open_char_dev(__u32 dev_id) {
 
 }  // namespace
 
-int Device::start(std::vector<int> &tids, std::string &why, ExitFn on_exit) {
+int Device::start(std::vector<int> &tids, std::string &why, const Events &events) {
+  auto on_exit = events.exited;
   std::lock_guard<std::mutex> lock(mu_);
   int fd = open_char_dev(cfg_.dev_id);
   if (fd < 0) {
@@ -99,6 +100,8 @@ int Device::start(std::vector<int> &tids, std::string &why, ExitFn on_exit) {
   for (unsigned q = 0; q < cfg_.nr_queues; q++) {
     for (unsigned w = 0; w < per_queue; w++) {
       queues_.emplace_back(new QueueThread(cfg_, tdev_, q, w));
+      queues_.back()->on_report = events.report;
+      queues_.back()->on_signal = events.signal;
       // One-queue disks of different ids, and the threads of one queue, start on different CPUs.
       if (!qcpus.empty()) queues_.back()->bind_to(thread_cpus(qcpus[q], cfg_.affinity, cfg_.dev_id + w));
       queues_.back()->start(

@@ -16,14 +16,20 @@ namespace ublk {
 
 class Device {
  public:
-  using ExitFn = std::function<void(unsigned q_id, int err, const std::string &msg)>;
+  // What the queue threads tell JavaScript, from their own threads: a queue ended, a target's log
+  // line, a target's signal (QueueThread::report / signal).
+  struct Events {
+    std::function<void(unsigned q_id, int err, const std::string &msg)> exited;
+    std::function<void(unsigned q_id, const char *level, const std::string &msg)> report;
+    std::function<void(unsigned index, uint32_t value)> signal;
+  };
 
   Device(const DeviceConfig &cfg, const TargetArgs &args);
   ~Device();
 
   // Opens /dev/ublkcN, sets the target up, starts every queue thread and waits until each has
   // FETCHed all its tags. On failure, everything started is undone before returning -errno.
-  int start(std::vector<int> &tids, std::string &why, ExitFn on_exit);
+  int start(std::vector<int> &tids, std::string &why, const Events &events);
   void request_stop(bool force);
   // Joins the queue threads and closes what start() opened. Idempotent.
   void join_and_close();

@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "errors.h"
@@ -17,8 +18,11 @@ class PromiseWorker : public Napi::AsyncWorker {
   using Work = std::function<int()>;                     // returns >= 0 or -errno
   using Result = std::function<Napi::Value(Napi::Env)>;  // builds the resolved value
 
-  static Napi::Promise Run(Napi::Env env, std::string op, Work work, Result result = nullptr) {
+  // `detail`, filled by the work, is added to the error's message (what failed, and why).
+  static Napi::Promise Run(Napi::Env env, std::string op, Work work, Result result = nullptr,
+                           std::shared_ptr<std::string> detail = nullptr) {
     auto *w = new PromiseWorker(env, std::move(op), std::move(work), std::move(result));
+    w->detail_ = std::move(detail);
     Napi::Promise p = w->deferred_.Promise();
     w->Queue();
     return p;
@@ -29,7 +33,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   void OnOK() override {
     Napi::Env env = Env();
     if (res_ < 0) {
-      deferred_.Reject(make_error(env, op_, -res_).Value());
+      deferred_.Reject(make_error(env, op_, -res_, detail_ ? *detail_ : "").Value());
     } else {
       deferred_.Resolve(result_ ? result_(env) : env.Undefined());
     }
@@ -47,6 +51,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   std::string op_;
   Work work_;
   Result result_;
+  std::shared_ptr<std::string> detail_;
   int res_ = 0;
 };
 

@@ -37,7 +37,7 @@ constexpr unsigned kSpareFiles = 8;
 }  // namespace
 
 QueueThread::QueueThread(const DeviceConfig &cfg, TargetDevice &tdev, unsigned q_id, unsigned worker)
-    : cfg_(cfg), tdev_(tdev), ops_(cfg.target), q_id_(q_id), worker_(worker) {
+    : cfg_(cfg), tdev_(tdev), ops_(cfg.target), q_id_(q_id), worker_(worker), index_(q_id * cfg.threads_per_queue + worker) {
   // Created here, not on the queue thread, so request_stop() never races with its creation.
   wake_fd_ = eventfd(0, EFD_CLOEXEC);
 }
@@ -176,6 +176,8 @@ int QueueThread::setup(std::string &why) {
     bufs_ = (uint8_t *)b;
     for (unsigned t = worker_, i = 0; t < depth; t += n, i++)
       slots_[t].buf = bufs_ + (size_t)i * cfg_.max_io_buf_bytes;
+    bufs_region_ = std::make_shared<SharedRegion>(b, bufs_len_, [](void *p, size_t len) { munmap(p, len); });
+    expose("buffers", bufs_region_);
   }
   if (tdev_.tag_bytes > 0) {
     tag_stride_ = (tdev_.tag_bytes + 15) / 16 * 16;
@@ -232,6 +234,7 @@ int QueueThread::setup(std::string &why) {
     on_cqe(&c);
   }
   start_arrived();
+  if (ops_->pass_done) ops_->pass_done(*this);
   if (stop_requested_.load()) {
     why = "stopped during setup";
     return -ECANCELED;
@@ -250,8 +253,13 @@ void QueueThread::teardown() {
   batch_teardown();
   if (descs_) munmap(descs_, descs_len_);
   descs_ = nullptr;
-  if (bufs_) munmap(bufs_, bufs_len_);
+  // the tag buffers go when JavaScript lets go of them too (SharedRegion)
+  bufs_region_.reset();
   bufs_ = nullptr;
+  {
+    std::lock_guard<std::mutex> l(exposed_mu_);
+    exposed_.clear();
+  }
   delete[] slots_;
   slots_ = nullptr;
   delete[] arrived_;
@@ -289,6 +297,7 @@ void QueueThread::loop() {
     // re-fetched by that last COMMIT_AND_FETCH may never come back (after QUIESCE_DEV nothing
     // aborts it), and closing the ring cancels it.
     bool drained = stopping_ && busy_ == 0 && data_inflight_ == 0;
+    if (abandon_) break;  // closing the ring cancels what is left; the kernel keeps the requests
     if (drained) {
       flush_commits();
       io_uring_submit(&ring_);  // the last commits
@@ -329,6 +338,7 @@ void QueueThread::loop() {
     io_uring_cq_advance(&ring_, seen);
     flush_commits();  // batch mode: its COMMIT_IO_CMDS, too, ahead of the new I/O
     start_arrived();
+    if (ops_->pass_done) ops_->pass_done(*this);
   }
 }
 
@@ -351,6 +361,20 @@ void QueueThread::post_completion(unsigned tag, int result) {
     mbox_.emplace_back(tag, result);
   }
   wake();
+}
+
+void QueueThread::expose(const std::string &name, std::shared_ptr<SharedRegion> region) {
+  std::lock_guard<std::mutex> l(exposed_mu_);
+  exposed_.emplace_back(name, std::move(region));
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<SharedRegion>>> QueueThread::exposed() {
+  std::lock_guard<std::mutex> l(exposed_mu_);
+  return exposed_;
+}
+
+void QueueThread::report(const char *level, const std::string &message) {
+  if (on_report) on_report(q_id_, level, message);
 }
 
 void QueueThread::wake_target() {
@@ -428,7 +452,7 @@ void QueueThread::on_cqe(const struct io_uring_cqe *cqe) {
       on_batch_cqe(tag, cqe->res, cqe->flags);
       break;
     default:
-      on_data_cqe(kind, tag, cqe->res);
+      on_data_cqe(kind, tag, cqe->res, user_data_op(cqe->user_data), cqe->flags);
       break;
   }
 }
@@ -512,6 +536,15 @@ void QueueThread::dispatch(unsigned tag) {
   if (cfg_.read_only && changes) complete(tag, -EROFS);
   else if (!served) complete(tag, -EOPNOTSUPP);
   else ops_->queue_io(*this, tag);
+}
+
+void QueueThread::fail(int err, const std::string &why, bool abandon) {
+  stopping_ = true;
+  abandon_ = abandon_ || abandon;
+  if (loop_err_ == 0) {
+    loop_err_ = err < 0 ? err : -EIO;
+    loop_msg_ = why;
+  }
 }
 
 void QueueThread::on_command_refused(int res, const char *what) {

@@ -10,6 +10,8 @@
 #pragma once
 
 #include <liburing.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -55,6 +57,12 @@ inline unsigned user_data_tag(__u64 ud) { return (unsigned)(ud & 0xffff); }
 inline unsigned user_data_op(__u64 ud) { return (unsigned)((ud >> 32) & 0xff); }
 inline unsigned user_data_sub(__u64 ud) { return (unsigned)((ud >> 40) & 0xffff); }
 
+// The op of a DataRw SQE that sends a DataIo's prefix (its CQE is not the data's).
+constexpr unsigned kOpPrefix = 1;
+// The op of a DataRw SQE that is a SEND_ZC: counted twice in pending (its result and its
+// notification); a result without IORING_CQE_F_MORE means no notification follows.
+constexpr unsigned kOpSendZc = 2;
+
 // /dev/ublkcN is fixed file 0 on every queue ring; the target's files follow.
 constexpr int kFixedUblkc = 0;
 constexpr int kFixedTargetFiles = 1;
@@ -69,6 +77,9 @@ struct IoSlot {
   uint8_t *buf = nullptr;  // copy and user-copy modes: the request's bytes
   uint64_t start_ns = 0;   // when the request reached us, for the latency histogram
   DataIo io;               // the data movement under way (start_data)
+  struct iovec iov[2];     // socket, copy mode: the prefix and the data, for one SENDMSG
+  struct msghdr msg;
+  bool prefix_in_data = false;  // that SENDMSG carries the prefix: its result counts it too
   __u32 done = 0;          // bytes already moved (short read/write resume)
   __s32 error = 0;         // first error seen, -errno
   __u16 pending = 0;       // CQEs still expected before the data movement ends
@@ -108,12 +119,17 @@ class QueueThread {
   const DeviceConfig &config() const { return cfg_; }
   const TargetDevice &target_device() const { return tdev_; }
   const io_desc &desc(unsigned tag) const { return descs_[tag]; }
+  // Whether request `tag` is this thread's now (handed over, not yet completed).
+  bool holds(unsigned tag) const { return tag < cfg_.depth && slots_[tag].busy; }
   // The target's scratch for `tag` (TargetDevice::tag_bytes, zeroed at start).
   void *tag_data(unsigned tag) { return tag_mem_ + (size_t)tag * tag_stride_; }
   template <class T>
   T &tag_state(unsigned tag) { return *static_cast<T *>(tag_data(tag)); }
   // The target's state for this thread (init_queue sets it, deinit_queue frees it).
   void *target_queue_data = nullptr;
+  // Copy and user-copy modes: the tag's buffer (max_io_buf_bytes), where the request's bytes are
+  // (a WRITE) or go (a READ); nullptr in the zero-copy modes. For a target that must see the bytes.
+  uint8_t *tag_buffer(unsigned tag) { return slots_[tag].buf; }
   // Fixed-file index of TargetDevice::files[i].
   static int target_file(unsigned i) { return kFixedTargetFiles + (int)i; }
   // In init_queue: registers `fd` on this thread's ring only; returns its fixed-file index.
@@ -146,6 +162,32 @@ class QueueThread {
   void post_completion(unsigned tag, int result);
   // Thread-safe: wakes this thread, which then calls the target's handle_event.
   void wake_target();
+  // Adds to the target's counter `i` (TargetOps::counters), read when metrics are scraped.
+  void count(unsigned i, uint64_t n = 1) { QueueCounters::bump(counters_.target[i], n); }
+  // Ends this queue thread with an error that the device server acts on (it stops the device, or
+  // with -r 1 leaves it QUIESCED for `recover`): nothing more is fetched, and the loop ends once
+  // the requests it holds are completed, or at once with `abandon` (the kernel keeps them: with
+  // -r 1 -i 1 it hands them to the next server).
+  void fail(int err, const std::string &why, bool abandon = false);
+  // Thread-safe: a line for the server's log (a connection lost, a reconnect): a rare event, sent
+  // to JavaScript without waiting. `level` is "info", "warn" or "error".
+  void report(const char *level, const std::string &message);
+  // Thread-safe: wakes JavaScript with `value` (NativeServer.onTargetSignal), without waiting; for
+  // a target that hands work to JavaScript, once per pass, not per request.
+  void signal(uint32_t value) {
+    if (on_signal) on_signal(index_, value);
+  }
+  // In init_queue: shares `region` with JavaScript under `name` (NativeServer.memory); the engine
+  // shares the tag buffers of the copy modes as "buffers" (tag t at t * max_io_buf_bytes).
+  void expose(const std::string &name, std::shared_ptr<SharedRegion> region);
+  // Thread-safe: what this thread shares (read by the binding once the thread is ready).
+  std::vector<std::pair<std::string, std::shared_ptr<SharedRegion>>> exposed();
+  // This thread's place among its device's threads (queue * threads_per_queue + worker).
+  unsigned index() const { return index_; }
+
+  // Where report() and signal() go (set by Device before start).
+  std::function<void(unsigned q_id, const char *level, const std::string &msg)> on_report;
+  std::function<void(unsigned index, uint32_t value)> on_signal;
 
  private:
   int setup(std::string &why);
@@ -169,7 +211,8 @@ class QueueThread {
   void put_batch_elem(uint8_t *array, unsigned i, unsigned tag, int result);
   void on_batch_cqe(unsigned ud_tag, int res, unsigned cqe_flags);
   // the data path (data_path.cc)
-  void on_data_cqe(Kind kind, unsigned tag, int res);
+  void on_data_cqe(Kind kind, unsigned tag, int res, unsigned op, unsigned cqe_flags);
+  void submit_socket_step(unsigned tag);
   void submit_data_step(unsigned tag);
   void data_finished(unsigned tag, int result);
   void prep_buf_cmd(struct io_uring_sqe *sqe, bool reg, unsigned tag);
@@ -185,6 +228,10 @@ class QueueThread {
   const TargetOps *ops_;
   unsigned q_id_;
   unsigned worker_;  // this thread's tags: worker_, worker_ + threads_per_queue, ...
+  unsigned index_;
+  std::mutex exposed_mu_;
+  std::vector<std::pair<std::string, std::shared_ptr<SharedRegion>>> exposed_;
+  std::shared_ptr<SharedRegion> bufs_region_;  // owns bufs_ (JavaScript may still hold it)
   unsigned *arrived_ = nullptr;  // requests of this pass not yet handed to the target (loop()); depth entries
   unsigned n_arrived_ = 0;
   std::thread thread_;
@@ -232,6 +279,7 @@ class QueueThread {
   unsigned data_inflight_ = 0;  // SQEs of requests (data, buffer table, target) not yet completed
   unsigned busy_ = 0;           // requests handed to us and not yet committed
   bool stopping_ = false;       // the kernel aborted a command: no more fetches
+  bool abandon_ = false;        // fail(..., true): leave without completing what we hold
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> force_stop_{false};
   int loop_err_ = 0;  // why the loop ended on its own, -errno

@@ -21,6 +21,12 @@ struct ExitEvent {
   std::string msg;
 };
 
+struct ReportEvent {
+  unsigned q_id;
+  std::string level;
+  std::string msg;
+};
+
 // ServeOptions.target.options -> TargetArgs: every value as it came, for the target's init to read.
 bool to_target_args(Napi::Value v, TargetArgs *out, std::string &why) {
   if (v.IsUndefined()) return true;
@@ -71,7 +77,11 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     return DefineClass(env, "NativeServer",
                        {InstanceMethod("start", &NativeServer::Start), InstanceMethod("stop", &NativeServer::Stop),
                         InstanceMethod("stats", &NativeServer::Stats),
-                        InstanceMethod("onQueueExit", &NativeServer::OnQueueExit)});
+                        InstanceMethod("onQueueExit", &NativeServer::OnQueueExit),
+                        InstanceMethod("onTargetReport", &NativeServer::OnTargetReport),
+                        InstanceMethod("onTargetSignal", &NativeServer::OnTargetSignal),
+                        InstanceMethod("memory", &NativeServer::Memory),
+                        InstanceMethod("wake", &NativeServer::Wake)});
   }
 
   explicit NativeServer(const Napi::CallbackInfo &info) : Napi::ObjectWrap<NativeServer>(info) {
@@ -183,7 +193,8 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     auto why = std::make_shared<std::string>();
     Napi::ThreadSafeFunction tsfn = tsfn_;
     NativeServer *self = this;
-    Device::ExitFn on_exit = [tsfn, self](unsigned q, int err, const std::string &msg) mutable {
+    Device::Events events;
+    events.exited = [tsfn, self](unsigned q, int err, const std::string &msg) mutable {
       auto *ev = new ExitEvent{q, err, msg};
       tsfn.BlockingCall(ev, [self](Napi::Env env, Napi::Function, ExitEvent *e) {
         std::unique_ptr<ExitEvent> owned(e);
@@ -195,7 +206,31 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
         self->exit_cb_.Call({o});
       });
     };
-    auto *w = new StartWorker(env, dev, tids, why, on_exit, this);
+    // A target's log lines: rare, and a queue thread must not wait for JavaScript to take them.
+    events.report = [tsfn, self](unsigned q, const char *level, const std::string &msg) mutable {
+      auto *ev = new ReportEvent{q, level, msg};
+      napi_status st = tsfn.NonBlockingCall(ev, [self](Napi::Env env, Napi::Function, ReportEvent *e) {
+        std::unique_ptr<ReportEvent> owned(e);
+        if (self->report_cb_.IsEmpty()) return;
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("queueId", e->q_id);
+        o.Set("level", e->level);
+        o.Set("message", e->msg);
+        self->report_cb_.Call({o});
+      });
+      if (st != napi_ok) delete ev;
+    };
+    // A target's signal (its work for JavaScript, once per pass): the value rides in the call's data
+    // pointer, so nothing is allocated for it on the queue thread.
+    events.signal = [tsfn, self](unsigned index, uint32_t value) mutable {
+      void *data = reinterpret_cast<void *>(((uintptr_t)index << 32) | value);
+      tsfn.NonBlockingCall(data, [self](Napi::Env env, Napi::Function, void *d) {
+        if (self->signal_cb_.IsEmpty()) return;
+        const uintptr_t v = reinterpret_cast<uintptr_t>(d);
+        self->signal_cb_.Call({Napi::Number::New(env, (double)(v >> 32)), Napi::Number::New(env, (double)(v & 0xffffffffu))});
+      });
+    };
+    auto *w = new StartWorker(env, dev, tids, why, events, this);
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;
@@ -204,14 +239,14 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
   class StartWorker : public Napi::AsyncWorker {
    public:
     StartWorker(Napi::Env env, std::shared_ptr<Device> dev, std::shared_ptr<std::vector<int>> tids,
-                std::shared_ptr<std::string> why, Device::ExitFn on_exit, NativeServer *owner)
+                std::shared_ptr<std::string> why, Device::Events events, NativeServer *owner)
         : Napi::AsyncWorker(env, "ublk-start"),
           d_(Napi::Promise::Deferred::New(env)),
-          dev_(dev), tids_(tids), why_(why), on_exit_(on_exit), owner_(owner) {}
+          dev_(dev), tids_(tids), why_(why), events_(std::move(events)), owner_(owner) {}
     Napi::Promise Promise() { return d_.Promise(); }
 
    protected:
-    void Execute() override { res_ = dev_->start(*tids_, *why_, on_exit_); }
+    void Execute() override { res_ = dev_->start(*tids_, *why_, events_); }
     void OnOK() override {
       Napi::Env env = Env();
       if (res_ < 0) {
@@ -229,7 +264,7 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     std::shared_ptr<Device> dev_;
     std::shared_ptr<std::vector<int>> tids_;
     std::shared_ptr<std::string> why_;
-    Device::ExitFn on_exit_;
+    Device::Events events_;
     NativeServer *owner_;
     int res_ = 0;
   };
@@ -314,9 +349,64 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
       o.Set("latencySumUs", (double)c.latency_sum_us);
       o.Set("jsCalls", (double)c.js_calls);
       o.Set("zcFallbackRegs", (double)c.zc_fallback_regs);
+      Napi::Object tc = Napi::Object::New(env);
+      const char *const *names = device_->config().target->counters;
+      for (unsigned k = 0; names && names[k] && k < kMaxTargetCounters; k++) tc.Set(names[k], (double)c.target[k]);
+      o.Set("target", tc);
       out.Set(i, o);
     }
     return out;
+  }
+
+  Napi::Value OnTargetSignal(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsFunction()) {
+      Napi::TypeError::New(env, "onTargetSignal(callback) needs a function").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    signal_cb_ = Napi::Persistent(info[0].As<Napi::Function>());
+    return env.Undefined();
+  }
+
+  QueueThread *ThreadAt(const Napi::CallbackInfo &info) {
+    const auto &qs = device_->queues();
+    if (info.Length() < 1 || !info[0].IsNumber() || info[0].As<Napi::Number>().Uint32Value() >= qs.size()) {
+      Napi::RangeError::New(info.Env(), "no such queue thread").ThrowAsJavaScriptException();
+      return nullptr;
+    }
+    return qs[info[0].As<Napi::Number>().Uint32Value()].get();
+  }
+
+  // memory(thread): what the thread shares with JavaScript, by name, as ArrayBuffers over the same
+  // bytes; each keeps its region alive until it is collected.
+  Napi::Value Memory(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    QueueThread *q = ThreadAt(info);
+    if (!q) return env.Undefined();
+    Napi::Object out = Napi::Object::New(env);
+    for (auto &e : q->exposed()) {
+      auto *hold = new std::shared_ptr<SharedRegion>(e.second);
+      out.Set(e.first, Napi::ArrayBuffer::New(env, e.second->ptr, e.second->len,
+                                              [](Napi::Env, void *, std::shared_ptr<SharedRegion> *h) { delete h; }, hold));
+    }
+    return out;
+  }
+
+  // wake(thread): the thread's target gets handle_event (work JavaScript finished: completions).
+  Napi::Value Wake(const Napi::CallbackInfo &info) {
+    QueueThread *q = ThreadAt(info);
+    if (q) q->wake_target();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value OnTargetReport(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsFunction()) {
+      Napi::TypeError::New(env, "onTargetReport(callback) needs a function").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    report_cb_ = Napi::Persistent(info[0].As<Napi::Function>());
+    return env.Undefined();
   }
 
   Napi::Value OnQueueExit(const Napi::CallbackInfo &info) {
@@ -335,6 +425,8 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
   bool tsfn_live_ = false;
   Napi::ObjectReference self_ref_;
   Napi::FunctionReference exit_cb_;
+  Napi::FunctionReference report_cb_;
+  Napi::FunctionReference signal_cb_;
 };
 
 Napi::FunctionReference *g_server_ctor = nullptr;
@@ -346,6 +438,33 @@ Napi::Value CreateServer(const Napi::CallbackInfo &info) {
     return env.Undefined();
   }
   return g_server_ctor->New({info[0]});
+}
+
+// probeTarget(name, options): what a target learns of its store before any device exists (a
+// server's size and flags), off the main thread; resolves with the facts as parsed JSON.
+Napi::Value ProbeTarget(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string name = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  const TargetOps *t = find_target(name);
+  if (!t || !t->probe) {
+    Napi::TypeError::New(env, "target '" + name + "' has no probe").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto args = std::make_shared<TargetArgs>();
+  std::string why;
+  if (!to_target_args(info.Length() > 1 ? info[1] : env.Undefined(), args.get(), why)) {
+    Napi::TypeError::New(env, why).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto facts = std::make_shared<std::string>();
+  auto detail = std::make_shared<std::string>();
+  return PromiseWorker::Run(
+      env, "probe " + name, [t, args, facts, detail]() { return t->probe(*args, *facts, *detail); },
+      [facts](Napi::Env e) -> Napi::Value {
+        Napi::Object json = e.Global().Get("JSON").As<Napi::Object>();
+        return json.Get("parse").As<Napi::Function>().Call(json, {Napi::String::New(e, *facts)});
+      },
+      detail);
 }
 
 // What each target can serve (TargetCaps), for the TypeScript descriptors' own declarations to be
@@ -381,6 +500,7 @@ void init_server_bindings(Napi::Env env, Napi::Object exports) {
   });
   exports.Set("createServer", Napi::Function::New(env, CreateServer, "createServer"));
   exports.Set("targets", Napi::Function::New(env, Targets, "targets"));
+  exports.Set("probeTarget", Napi::Function::New(env, ProbeTarget, "probeTarget"));
 }
 
 }  // namespace ublk

@@ -21,6 +21,9 @@ constexpr unsigned kLatencyBuckets[] = {10,     25,     50,     100,    250,    
                                         500000, 1000000, 2500000, 5000000, 10000000};
 constexpr unsigned kNumLatencyBuckets = sizeof(kLatencyBuckets) / sizeof(kLatencyBuckets[0]) + 1;
 
+// How many counters of its own a target may keep per queue thread.
+constexpr unsigned kMaxTargetCounters = 8;
+
 struct QueueCounters {
   std::atomic<uint64_t> ops[kNumStatOps]{};
   std::atomic<uint64_t> bytes[kNumStatOps]{};
@@ -33,6 +36,8 @@ struct QueueCounters {
   // AUTO_BUF_REG: requests whose pages the kernel could not install in the buffer table
   // (UBLK_IO_F_NEED_REG_BUF), which the server then registered by hand.
   std::atomic<uint64_t> zc_fallback_regs{0};
+  // The target's own counters (TargetOps::counters names them): reconnects, bytes on a wire...
+  std::atomic<uint64_t> target[kMaxTargetCounters]{};
 
   static void bump(std::atomic<uint64_t> &c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -60,6 +65,7 @@ struct CounterTotals {
   uint64_t latency_sum_us = 0;
   uint64_t js_calls = 0;
   uint64_t zc_fallback_regs = 0;
+  uint64_t target[kMaxTargetCounters]{};
 
   void add(const QueueCounters &c) {
     auto get = [](const std::atomic<uint64_t> &a) { return a.load(std::memory_order_relaxed); };
@@ -73,6 +79,7 @@ struct CounterTotals {
     latency_sum_us += get(c.latency_sum_us);
     js_calls += get(c.js_calls);
     zc_fallback_regs += get(c.zc_fallback_regs);
+    for (unsigned i = 0; i < kMaxTargetCounters; i++) target[i] += get(c.target[i]);
   }
 };
 

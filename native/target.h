@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,20 @@ class TargetArgs {
   std::map<std::string, Value> values_;
 };
 
+// Memory a queue thread shares with JavaScript (QueueThread::expose): it lives as long as either
+// side holds it, so a JavaScript view never outlives what it sees.
+struct SharedRegion {
+  void *ptr = nullptr;
+  size_t len = 0;
+  void (*release)(void *ptr, size_t len) = nullptr;
+  SharedRegion(void *p, size_t n, void (*r)(void *, size_t)) : ptr(p), len(n), release(r) {}
+  ~SharedRegion() {
+    if (release) release(ptr, len);
+  }
+  SharedRegion(const SharedRegion &) = delete;
+  SharedRegion &operator=(const SharedRegion &) = delete;
+};
+
 // What a target sets up for its device, once, before any queue thread starts (TargetOps::init),
 // and tears down after the last one ended (deinit). Queue threads read it; only the target
 // changes what it put in `data`, under its own synchronisation.
@@ -65,12 +80,27 @@ struct TargetDevice {
 // the device's data mode. A short transfer is resumed where it stopped; -EAGAIN is retried.
 struct DataIo {
   int file = 0;           // fixed-file index: QueueThread::target_file(i), or what add_file gave
-  uint64_t offset = 0;    // where in that file the request's first byte is; ignored for a stream
+  uint64_t offset = 0;    // where in that file the request's first byte is; ignored for a socket
   uint32_t len = 0;       // bytes, from the start of the request's data
   bool to_file = false;   // true: the request's bytes go to the file (a WRITE); false: from it
   int rw_flags = 0;       // RWF_* for the file I/O (RWF_DSYNC for a FUA write)
-  bool stream = false;    // a socket or pipe: no file offsets (the kernel wants 0 there)
   bool then_target = false;  // when done, call TargetOps::data_done instead of completing
+
+  // A connected stream socket instead of a file: sends and receives with MSG_WAITALL (a short
+  // transfer is an error: the stream's framing is lost), zero copy through SEND_ZC from and
+  // READ_FIXED into the request's registered pages. Not in user-copy mode.
+  bool socket = false;
+  // Bytes sent right before the data, in the same operation where the mode allows (a request
+  // header): SENDMSG of both in copy mode, a linked SEND in zero copy. Must stay valid until done.
+  const void *prefix = nullptr;
+  uint32_t prefix_len = 0;
+  // Copy mode, socket: send the tag's buffer with SEND_ZC (the kernel pins it, no copy into the
+  // socket's buffers) instead of SEND.
+  bool send_zc = false;
+  // Keep a chain going: the SQEs of this transfer follow the caller's last SQE (which carries
+  // IOSQE_IO_LINK), and with link_out the caller's next SQE follows them. Socket writes of several
+  // requests stay in order this way.
+  bool link_out = false;
 };
 
 // A completion of an SQE the target submitted (QueueThread::target_sqe): for `tag`, or for no
@@ -119,6 +149,15 @@ struct TargetOps {
   void (*data_done)(QueueThread &q, unsigned tag, int res);
   // Someone called QueueThread::wake_target() (another thread, JavaScript): on the queue thread.
   void (*handle_event)(QueueThread &q);
+  // After every pass of the queue's loop, once the pass's requests went through queue_io: where a
+  // target sends what it gathered (one chain of socket writes, one hand-off to JavaScript).
+  void (*pass_done)(QueueThread &q);
+  // Before any device exists, off Node's main thread: what the target can learn of its store
+  // (a server's size and flags), as JSON text for its TypeScript descriptor. 0 or -errno + why.
+  int (*probe)(const TargetArgs &args, std::string &facts_json, std::string &why);
+  // Names of the target's own counters (at most kMaxTargetCounters, nullptr-terminated), kept per
+  // queue thread in native memory (QueueThread::count) and exported with the metrics.
+  const char *const *counters;
 };
 
 // The target registry (target_registry.cc): every target by name, in one list.

@@ -6,11 +6,15 @@ namespace ublk {
 
 extern const TargetOps loop_target;
 extern const TargetOps null_target;
+extern const TargetOps nbd_target;
+extern const TargetOps js_target;
 
 namespace {
 const TargetOps *const kTargets[] = {
     &loop_target,
     &null_target,
+    &nbd_target,
+    &js_target,
 };
 }  // namespace
 

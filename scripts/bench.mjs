@@ -57,9 +57,18 @@ try {
 // Rows of another server run only when told where it is (an absolute path the guest sees too).
 const ublksrv = env.BENCH_UBLKSRV ? path.resolve(env.BENCH_UBLKSRV) : null;
 if (ublksrv && !fs.existsSync(ublksrv)) die(`BENCH_UBLKSRV=${env.BENCH_UBLKSRV}: no such file`);
+// Another ublk-ts checkout (built: dist/ and build/Release/), for the base-* rows.
+const baseline = env.BENCH_BASELINE ? path.resolve(env.BENCH_BASELINE) : null;
+if (baseline && !fs.existsSync(path.join(baseline, 'bin', 'ublk-ts'))) die(`BENCH_BASELINE=${env.BENCH_BASELINE}: no bin/ublk-ts there`);
+const OPT_IN_WHAT = {
+  BENCH_UBLKSRV: "the path of ublksrv's `ublk` CLI",
+  BENCH_BASELINE: 'the path of another, built ublk-ts checkout',
+  BENCH_JS: '1: the JavaScript target rows',
+  BENCH_NBD: '1: an nbdkit server in the guest, nbd-client and the nbd module (scripts/test-deps.sh installs them)',
+};
 for (const rn of rows) {
   const r = ROWS.find((x) => x.name === rn);
-  if (r.optIn && !env[r.optIn]) die(`BENCH_ROWS: ${rn} needs ${r.optIn} (the path of ublksrv's \`ublk\` CLI)`);
+  if (r.optIn && !env[r.optIn]) die(`BENCH_ROWS: ${rn} needs ${r.optIn} (${OPT_IN_WHAT[r.optIn]})`);
 }
 const runtime = num('BENCH_RUNTIME', 8, 1);
 const ramp = num('BENCH_RAMP', 2, 0);
@@ -106,7 +115,7 @@ if (diskFile) {
 }
 const rawFile = path.join(share, 'raw.json');
 fs.writeFileSync(cfgFile, JSON.stringify({
-  runtime, ramp, rounds, rows, jobs, fileSize, backing, ublksrv,
+  runtime, ramp, rounds, rows, jobs, fileSize, backing, ublksrv, baseline,
   workDir: mode === 'vm' ? '/tmp/ublk-bench' : path.join(os.tmpdir(), `ublk-bench-${process.pid}`),
   out: rawFile,
   // Per-job gate on host load (vm mode): wait up to jobWait s before a job, jobWaitTotal s in all.

@@ -2,9 +2,9 @@
 # Prepares a fresh Debian/Ubuntu machine to build and test ublk-ts; safe to run again.
 #  1. apt: the addon's build deps (C++ toolchain, python3 for node-gyp, liburing);
 #  2. the VM harness's host packages and apt source (test/vm/host-deps.sh), and what the
-#     service tests use (scripts/service-test-deps.sh: prometheus, promtool, systemd-analyze);
+#     tests use (scripts/test-deps.sh: prometheus, systemd-analyze, nbdkit, qemu-nbd, nbd-client);
 #  3. npm ci (npm install when there is no lockfile), which also builds the addon;
-#  4. npm run build:ts.
+#  4. npm run build:ts, and npm's cache filled for the package test (scripts/warm-package-cache.sh).
 # Needs Node.js >= 20 and npm already on PATH. Runs apt as root (or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 bash test/vm/host-deps.sh
-bash scripts/service-test-deps.sh
+bash scripts/test-deps.sh
 
 if [ -f package-lock.json ]; then
   log "npm ci"
@@ -46,4 +46,6 @@ fi
 
 log "npm run build:ts"
 npm run build:ts
+# the package test installs the packed ublk-ts in the VM, offline, from npm's cache
+bash scripts/warm-package-cache.sh
 log "done"

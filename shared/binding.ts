@@ -128,6 +128,15 @@ export interface QueueStats {
    * (NEED_REG_BUF), registered by the server instead; 0 in the other modes
    */
   zcFallbackRegs: number;
+  /** the target's own counters by name (TargetOps::counters): reconnects, bytes on a wire... */
+  target: Record<string, number>;
+}
+
+/** A target's log line from a queue thread (a connection lost, a reconnect). */
+export interface TargetReport {
+  queueId: number;
+  level: 'info' | 'warn' | 'error';
+  message: string;
 }
 
 export interface QueueExitEvent {
@@ -153,6 +162,14 @@ export interface NativeServer {
   stats(): QueueStats[];
   /** A queue thread ended on its own (device stopped or error). Called from the main thread. */
   onQueueExit(cb: (ev: QueueExitEvent) => void): void;
+  /** The target's log lines (rare events), on the main thread. */
+  onTargetReport(cb: (r: TargetReport) => void): void;
+  /** A target's signal from queue thread `index` (the js target: requests arrived up to `value`). */
+  onTargetSignal(cb: (index: number, value: number) => void): void;
+  /** What queue thread `index` shares with JavaScript, by name ("buffers" in copy mode; a target's own). */
+  memory(index: number): Record<string, ArrayBuffer>;
+  /** Wakes queue thread `index`: its target's handle_event runs (work JavaScript finished). */
+  wake(index: number): void;
 }
 
 /** What a native target can serve (its TargetCaps); the TypeScript descriptor declares the same. */
@@ -193,6 +210,11 @@ export interface NativeBinding {
   /** Writes `name` to /sys/block/ublkbN/queue/scheduler (the disk must exist: after START_DEV). */
   setIoScheduler(devId: number, name: string): Promise<void>;
   createServer(opts: ServeOptions): NativeServer;
+  /**
+   * What a native target learns of its store before any device exists (an NBD server's size and
+   * flags), off the main thread. Rejects with the target's reason.
+   */
+  probeTarget(name: string, options: TargetOptions): Promise<Record<string, unknown>>;
   /** sd_notify(3) without libsystemd: sends `state` to $NOTIFY_SOCKET; false when unset. */
   sdNotify(state: string): boolean;
 }

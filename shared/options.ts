@@ -20,6 +20,8 @@ export interface CliSpelling {
   aliases?: string[];
   /** the value's placeholder, e.g. "<nq>"; absent for a switch */
   arg?: string;
+  /** may be given several times: the values come as a list (`--set a=1 --set b=2`) */
+  repeatable?: boolean;
 }
 
 /** Where raw values come from: the command line gives strings, a config file JSON values. */
@@ -154,6 +156,23 @@ export const kinds = {
       schema: Type.String({ minLength: 1 }),
       read: (raw: unknown, ctx: ReadContext) => (typeof raw === 'string' && raw !== '' ? path.resolve(ctx.cwd, raw) : raw),
       expect: 'needs a path',
+    };
+  },
+  /** `key=value` pairs: a list of them on the command line (a repeatable option), an object in a file. */
+  keyValues() {
+    return {
+      schema: Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]+$' }), Type.String()),
+      read: (raw: unknown) => {
+        if (!Array.isArray(raw)) return raw;
+        const out: Record<string, string> = {};
+        for (const kv of raw) {
+          const m = typeof kv === 'string' ? /^([A-Za-z0-9_.-]+)=(.*)$/s.exec(kv) : null;
+          if (!m) return kv;
+          out[m[1]] = m[2];
+        }
+        return out;
+      },
+      expect: (source: ReadContext['source']) => (source === 'cli' ? 'must be key=value (letters, digits, "_.-" before the =)' : 'must be an object of strings'),
     };
   },
   /** A word matching `pattern` (a scheduler name, a host). */

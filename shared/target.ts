@@ -4,7 +4,8 @@
 // (native/targets/<name>.cc); docs/targets.md walks through both halves with null as the example.
 
 import * as fs from 'node:fs';
-import type { DataMode, TargetOptions, UblkParams } from './binding';
+import type { DataMode, NativeServer, TargetOptions, UblkParams } from './binding';
+import type { Log } from './log';
 import type { CommonSpec } from './add-options';
 import type { OptionGroup, ValuesOf } from './options';
 
@@ -64,6 +65,30 @@ export interface TargetDescription {
   sizeBytes: number;
   /** things worth logging (e.g. "opened read-only: not writable") */
   notes: string[];
+  /** at most this many queues (an NBD server without multi-connection: one); the spec asks for more */
+  maxQueues?: number;
+  /** a key of `json` to hold the number of queues the kernel accepted (nbd: its connections) */
+  queuesKey?: string;
+  /** what the target keeps for attach() and release() (the js target: the user's object) */
+  runtime?: unknown;
+}
+
+/** What describe() may use besides the spec: the file system, and its native half's probe. */
+export interface DescribeContext {
+  fs?: TargetFs;
+  /** TargetOps::probe of the native target (binding.probeTarget): what it learns of its store */
+  probe?: (options: TargetOptions) => Promise<Record<string, unknown>>;
+  /** an object a library caller hands over for the target to serve (the js target's BlockTarget) */
+  instance?: unknown;
+}
+
+/** What attach() gets: the device as the kernel made it, and where to log. */
+export interface AttachContext {
+  devId: () => number;
+  /** queue threads: queues × threads per queue */
+  threads: number;
+  maxIoBufBytes: number;
+  log: Log;
 }
 
 /** A target's spec part: its options' values, tagged with its name. */
@@ -90,9 +115,16 @@ export interface TargetDescriptor<G extends OptionGroup = OptionGroup> {
    * Checks the target against the system (files, servers) and describes the disk. Throws
    * UsageError listing every problem.
    */
-  describe(o: ValuesOf<G>, common: CommonSpec, fs?: TargetFs): TargetDescription | Promise<TargetDescription>;
+  describe(o: ValuesOf<G>, common: CommonSpec, ctx?: DescribeContext): TargetDescription | Promise<TargetDescription>;
   /** The problems describe() would throw, without building anything (for `add` before it spawns). */
   validate(o: ValuesOf<G>, common: CommonSpec, fs?: TargetFs): string[];
+  /**
+   * A target with a JavaScript side: once the queue threads are up and before the disk goes live,
+   * it starts serving (the js target's dispatcher on the native server's signals and memory).
+   */
+  attach?(server: NativeServer, d: TargetDescription, ctx: AttachContext): void | Promise<void>;
+  /** ... and once the queue threads are gone (the device stopped, or left for recover), it lets go. */
+  release?(d: TargetDescription): void | Promise<void>;
 }
 
 /** Any target, whatever its options (the registry's list). */
@@ -153,7 +185,7 @@ function shiftOf(n: number): number {
  * physical block never below the logical one); the largest request the spec allows. `attrs`
  * (UBLK_ATTR_*) is the target's own.
  */
-export function basicParams(common: Pick<CommonSpec, 'logicalBlockSize' | 'maxIoBufBytes'>, sizeBytes: number, attrs: number): UblkParams['basic'] {
+export function basicParams(common: { logicalBlockSize: number; maxIoBufBytes: number }, sizeBytes: number, attrs: number): UblkParams['basic'] {
   const lbsShift = shiftOf(common.logicalBlockSize);
   return {
     attrs,

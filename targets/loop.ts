@@ -215,8 +215,8 @@ export const loopTarget = defineTarget({
     return inspect(o, common, fsx).problems;
   },
 
-  describe(o, common, fsx = realFs): TargetDescription {
-    const b = inspect(o, common, fsx);
+  describe(o, common, ctx = {}): TargetDescription {
+    const b = inspect(o, common, ctx.fs ?? realFs);
     if (b.problems.length > 0) throw new UsageError(b.problems);
     const zeroCopy = common.zeroCopy !== 'off';
 

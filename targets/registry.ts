@@ -3,11 +3,15 @@
 
 import type { AnyTarget } from '../shared/target';
 import { loopTarget } from './loop';
+import { jsTarget } from './js';
+import { nbdTarget } from './nbd';
 import { nullTarget } from './null';
 
 export const TARGETS: readonly AnyTarget[] = [
   loopTarget,
   nullTarget,
+  nbdTarget,
+  jsTarget,
 ];
 
 export function targetNamed(name: string): AnyTarget | undefined {

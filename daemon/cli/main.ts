@@ -34,6 +34,7 @@ function addOptionsTo(cmd: Command, pick: (key: string, targets: string[]) => bo
     if (!c || !pick(e.key, e.targets)) continue;
     const value = c.arg ? ` ${c.arg}` : '';
     const main = new Option(`${c.short ? `${c.short}, ` : ''}${c.long}${value}`, e.help);
+    if (c.repeatable) main.argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
     cmd.addOption(main);
     attrToKey.set(main.attributeName(), e.key);
     for (const alias of c.aliases ?? []) {

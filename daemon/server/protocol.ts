@@ -9,7 +9,7 @@ import { reviveSpec, type AddSpec } from '../spec';
 export type ServerRequest = { action: 'add'; spec: AddSpec } | { action: 'recover'; devId: number };
 
 export type Readiness =
-  | { event: 'live'; devId: number }
+  | { event: 'live'; devId: number; notes?: string[] }
   | { event: 'error'; message: string; code?: string; exitCode: number };
 
 export function parseRequest(text: string | undefined): ServerRequest {

@@ -97,14 +97,21 @@ export async function serve(req: ServerRequest, opts: ServeProcessOptions): Prom
       setImmediate(() => done(0));
       return;
     }
+    if (ds.phase === 'detached' && reason === 'queue failed') {
+      // the target lost its store for good: the disk waits QUIESCED for `ublk-ts recover`
+      notifier.stopping(`ublk device ${ds.devId}: a queue failed; left for recover`);
+      setImmediate(() => done(1));
+      return;
+    }
     if (ds.phase !== 'stopped') return;
     notifier.stopping(`ublk device ${ds.devId} stopped`);
-    setImmediate(() => done(0));
+    // stopped after a queue failed: exit 1 (systemd and scripts see the failure)
+    setImmediate(() => done(reason.startsWith('queue ') ? 1 : 0));
   });
 
   try {
     const state = req.action === 'add' ? await ds.start() : await ds.recover(req.devId);
-    opts.report({ event: 'live', devId: state.devId });
+    opts.report({ event: 'live', devId: state.devId, ...(ds.notes.length ? { notes: ds.notes } : {}) });
     notifier.ready(`ublk device ${state.devId} live (/dev/ublkb${state.devId})`);
     return ds;
   } catch (err) {

@@ -21,6 +21,8 @@ export interface SpawnResult {
   devId: number;
   pid: number;
   logPath: string;
+  /** what the target said the user should know (a lowered -q, a read-only export) */
+  notes: string[];
 }
 
 /**
@@ -87,7 +89,7 @@ export function spawnServer(
         finish(() => {
           pipe?.destroy();
           child.unref();
-          resolve({ devId: r.devId, pid: child.pid ?? -1, logPath });
+          resolve({ devId: r.devId, pid: child.pid ?? -1, logPath, notes: r.notes ?? [] });
         });
       } else {
         // The server has already undone its steps; wait for it to be gone before reporting, so

@@ -66,6 +66,7 @@ export class Service {
   private stopping?: Promise<boolean>;
   private readonly log: Log;
   private readonly pidAlive: (pid: number) => boolean;
+  private readonly me: number;
 
   constructor(
     config: Config,
@@ -76,6 +77,7 @@ export class Service {
     const me = deps.pid ?? process.pid;
     const alive = deps.pidAlive ?? realPidAlive;
     this.pidAlive = (pid) => pid === me || alive(pid);
+    this.me = me;
     this.pending = config.devices;
   }
 
@@ -140,10 +142,12 @@ export class Service {
     if (!saved) return false;
     try {
       const info = await this.deps.binding.getDevInfo(devId);
+      // a dead server's, or one of ours that let go of it (a queue failed: detached)
+      const ours = saved.pid === this.me && ![...this.entries.values()].some((e) => e.ds.devId === devId && e.ds.phase === 'live');
       return (
         (info.flags & UBLK_F.USER_RECOVERY) !== 0n &&
         (info.state === DEV_STATE.QUIESCED || info.state === DEV_STATE.FAIL_IO) &&
-        !this.pidAlive(saved.pid)
+        (ours || !this.pidAlive(saved.pid))
       );
     } catch {
       return false;
@@ -174,7 +178,8 @@ export class Service {
 
   /** A device stopped without being asked to (STOP_DEV from outside, every queue thread gone). */
   private stoppedOnItsOwn(entry: Entry, reason: string): void {
-    if (this.stopping || this.entries.get(entry.cfg.name) !== entry || entry.ds.phase !== 'stopped') return;
+    const lost = entry.ds.phase === 'stopped' || (entry.ds.phase === 'detached' && reason === 'queue failed');
+    if (this.stopping || this.entries.get(entry.cfg.name) !== entry || !lost) return;
     this.log.warn(
       { event: 'device_lost', device: entry.cfg.name, devId: entry.ds.devId, reason },
       `device ${entry.cfg.name} stopped on its own (${reason}); a reload (SIGHUP) brings it back`,

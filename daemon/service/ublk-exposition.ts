@@ -59,6 +59,11 @@ const F = {
     type: 'counter',
     help: 'Zero-copy requests whose pages the kernel could not register automatically (AUTO_BUF_REG fallback) and the server registered itself, by device and queue.',
   },
+  target: {
+    name: 'ublk_target_events_total',
+    type: 'counter',
+    help: "What a target counts of its own (NBD: reconnects, bytes sent and received), by device, queue, target and counter name.",
+  },
   depth: { name: 'ublk_queue_depth', type: 'gauge', help: 'Tags (request slots) of each hardware queue, as the kernel accepted them.' },
   state: { name: 'ublk_device_state', type: 'gauge', help: "The service's view of each configured device: 1 for its current state, 0 for the others." },
   mode: { name: 'ublk_device_zero_copy_mode', type: 'gauge', help: 'Data path of each device (copy, user_copy, zc_auto, zc_explicit); always 1.' },
@@ -66,7 +71,7 @@ const F = {
 } as const satisfies Record<string, Family>;
 
 type Key = keyof typeof F;
-const ORDER: Key[] = ['ops', 'bytes', 'errors', 'inflight', 'latency', 'zcFallback', 'depth', 'state', 'mode', 'info'];
+const ORDER: Key[] = ['ops', 'bytes', 'errors', 'inflight', 'latency', 'zcFallback', 'target', 'depth', 'state', 'mode', 'info'];
 
 /** The text before the value of every sample of one queue: `name{labels} `. */
 interface QueueText {
@@ -81,9 +86,12 @@ interface QueueText {
   bounds: number[];
   sum: string;
   count: string;
+  /** the target's counters: their sample text by counter name, made when first seen */
+  target: Map<string, string>;
+  targetLabels: string;
 }
 
-function queueText(dev: string, queue: string, bounds: number[]): QueueText {
+function queueText(dev: string, queue: string, bounds: number[], target: string): QueueText {
   const l = `dev="${dev}",queue="${queue}"`;
   const perOp = (name: string) => OPS.map((op) => `${name}{${l},op="${op}"} `);
   // the native side always ends with +Inf; should it not, the count still has to be complete
@@ -99,6 +107,8 @@ function queueText(dev: string, queue: string, bounds: number[]): QueueText {
     bounds,
     sum: `${F.latency.name}_sum{${l}} `,
     count: `${F.latency.name}_count{${l}} `,
+    target: new Map(),
+    targetLabels: `${l},target="${escapeLabel(target)}"`,
   };
 }
 
@@ -132,7 +142,7 @@ export class UblkExposition {
   private readonly devices = new Map<string, DeviceText>();
 
   render(devices: readonly MetricsDevice[]): string {
-    const out: Record<Key, string[]> = { ops: [], bytes: [], errors: [], inflight: [], latency: [], zcFallback: [], depth: [], state: [], mode: [], info: [] };
+    const out: Record<Key, string[]> = { ops: [], bytes: [], errors: [], inflight: [], latency: [], zcFallback: [], target: [], depth: [], state: [], mode: [], info: [] };
     const seenQ = new Set<string>();
     const seenD = new Set<string>();
     for (const d of devices) {
@@ -153,7 +163,7 @@ export class UblkExposition {
         seenQ.add(qk);
         let t = this.queues.get(qk);
         if (!t || !sameBounds(t.bounds, q.latencyBucketsUs)) {
-          t = queueText(String(d.devId), String(q.queueId), q.latencyBucketsUs);
+          t = queueText(String(d.devId), String(q.queueId), q.latencyBucketsUs, d.target);
           this.queues.set(qk, t);
         }
         this.queueSamples(out, t, q, d.depth);
@@ -178,6 +188,11 @@ export class UblkExposition {
     });
     out.inflight.push(t.inflight + q.inflight);
     out.zcFallback.push(t.zcFallback + (q.zcFallbackRegs ?? 0));
+    for (const [name, v] of Object.entries(q.target ?? {})) {
+      let s = t.target.get(name);
+      if (!s) t.target.set(name, (s = `${F.target.name}{${t.targetLabels},counter="${escapeLabel(name)}"} `));
+      out.target.push(s + v);
+    }
     if (depth !== undefined) out.depth.push(t.depth + depth);
     // native counts are per bucket; Prometheus buckets are cumulative
     let cum = 0;

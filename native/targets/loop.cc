@@ -219,6 +219,9 @@ extern const TargetOps loop_target = {
     nullptr,  // deinit_queue
     nullptr,  // data_done
     nullptr,  // handle_event
+    nullptr,  // pass_done
+    nullptr,  // probe
+    nullptr,  // counters
 };
 
 }  // namespace ublk

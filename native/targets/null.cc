@@ -35,6 +35,9 @@ extern const TargetOps null_target = {
     nullptr,  // deinit_queue
     nullptr,  // data_done
     nullptr,  // handle_event
+    nullptr,  // pass_done
+    nullptr,  // probe
+    nullptr,  // counters
 };
 
 }  // namespace ublk

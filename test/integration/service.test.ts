@@ -91,13 +91,13 @@ describe('serve: a device from a config file, under systemd\'s and Prometheus\'s
     assert.ok(sum('ublk_io_latency_seconds_sum', {}) > 0);
     assert.equal(find(e, 'ublk_device_state', { dev, state: 'live' })[0].value, 1);
     assert.equal(find(e, 'ublk_device_zero_copy_mode', { dev }).length, 1);
-    if (!have('promtool')) return t.skip('promtool is not installed (scripts/service-test-deps.sh installs Debian\'s prometheus)');
+    if (!have('promtool')) return t.skip('promtool is not installed (scripts/test-deps.sh installs Debian\'s prometheus)');
     const lint = spawnSync('promtool', ['check', 'metrics'], { input: r.body, encoding: 'utf8' });
     assert.equal(lint.status, 0, lint.stdout + lint.stderr);
   });
 
   test('a real Prometheus server scrapes the endpoint; its HTTP API returns the device\'s counters and buckets', async (t) => {
-    if (!have('prometheus')) return t.skip('prometheus is not installed (scripts/service-test-deps.sh installs Debian\'s prometheus)');
+    if (!have('prometheus')) return t.skip('prometheus is not installed (scripts/test-deps.sh installs Debian\'s prometheus)');
     const dir = path.join(workDir(), 'prometheus');
     fs.rmSync(dir, { recursive: true, force: true });
     fs.mkdirSync(dir, { recursive: true });

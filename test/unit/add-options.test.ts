@@ -118,8 +118,8 @@ test('-i 1 / -e 1 imply -r 1, as in ublksrv', () => {
 });
 
 const cases: Array<[string, RawOptions, string]> = [
-  ['type missing', {}, '-t/--type is required (loop or null)'],
-  ['type unknown', { target: 'qcow2' }, '-t/--type must be loop or null, not "qcow2"'],
+  ['type missing', {}, '-t/--type is required (loop, null, nbd or js)'],
+  ['type unknown', { target: 'qcow2' }, '-t/--type must be loop, null, nbd or js, not "qcow2"'],
   ['loop without file', { target: 'loop' }, '-t loop needs -f/--file FILE'],
   ['file with null', { target: 'null', file: 'x' }, '-f/--file is only for -t loop'],
   ['offset with null', { target: 'null', offset: '8' }, '-o/--offset is only for -t loop'],
@@ -206,6 +206,6 @@ test('unaligned offset is fine with --buffered_io', () => {
 test('UsageError message joins the problems on one line', () => {
   assert.throws(
     () => validateAddOptions({ queues: '0' }, env),
-    (err: Error) => err.message === '-t/--type is required (loop or null); -q/--queues must be a whole number from 1 to 64, not "0"',
+    (err: Error) => err.message === '-t/--type is required (loop, null, nbd or js); -q/--queues must be a whole number from 1 to 64, not "0"',
   );
 });

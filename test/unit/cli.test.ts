@@ -34,7 +34,7 @@ test('unknown option and unknown command: exit 2 with commander\'s message', () 
   assert.match(r.stderr, /^ublk-ts: unknown command 'frobnicate'/);
   r = run(['add', '-t']);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /^ublk-ts: option '-t, --type <loop\|null>' argument missing/);
+  assert.match(r.stderr, /^ublk-ts: option '-t, --type <loop\|null\|nbd\|js>' argument missing/);
 });
 
 test('bad -q: exit 2, one line', () => {

@@ -122,7 +122,7 @@ test('every problem of a bad config is listed at once, each with its file and JS
   });
   const p = problems({ path: f });
   const known =
-    'name, target, id, queues, depth, logicalBlockSize, zeroCopy, userCopy, batchIo, threadsPerQueue, affinity, maxIoBufBytes, recovery, recoveryReissue, recoveryFailIo, readOnly, ioScheduler, shared, file, bufferedIo, offset, size, writeSubmit, mtimeStamp';
+    'name, target, id, queues, depth, logicalBlockSize, zeroCopy, userCopy, batchIo, threadsPerQueue, affinity, maxIoBufBytes, recovery, recoveryReissue, recoveryFailIo, readOnly, ioScheduler, shared, file, bufferedIo, offset, size, writeSubmit, mtimeStamp, host, port, unix, export, reconnectTimeout, ioTimeout, sendZc, module, set';
   const clash = 'two disks that write one file corrupt it (only read-only disks, or disks that all say --shared, may share one)';
   const expected = [
     `${f}: colour is not a setting (known: $schema, service, devices)`,
@@ -136,7 +136,7 @@ test('every problem of a bad config is listed at once, each with its file and JS
     `${f}: devices[0]: -f ${path.join(d, 'missing.img')}: no such file or directory`,
     `${f}: devices[1].depth must be a whole number from 1 to 4096, not 0`,
     `${f}: devices[2].id 5 is also the id of ${f}: devices[1]`,
-    `${f}: devices[3].target must be loop or null, not "disk"`,
+    `${f}: devices[3].target must be loop, null, nbd or js, not "disk"`,
     `${f}: devices[3].name device name "b" is also used by ${f}: devices[2]`,
     `${f}: devices[5].recoveryReissue 1 needs devices[5].recovery 1`,
     `${f}: devices[5]: backing file "${path.join(d, 'shared.img')}" is also the backing file of ${f}: devices[4]: ${clash}`,

@@ -267,7 +267,7 @@ test('--io-scheduler: a chosen scheduler is set; kernel leaves the kernel\'s cho
   }
 });
 
-test('every queue thread exiting on its own (someone stopped the device) stops and deletes', async () => {
+test('every queue thread exiting on its own (someone stopped the device) stops and deletes; so does one that fails', async () => {
   const t = setup({ queues: '2' });
   try {
     await t.ds.start();
@@ -276,8 +276,21 @@ test('every queue thread exiting on its own (someone stopped the device) stops a
     srv.exitQueue(0);
     await new Promise((r) => setImmediate(r));
     assert.equal(t.ds.phase, 'live', 'one queue left: still serving');
-    srv.exitQueue(1, -5, 'EIO');
+    srv.exitQueue(1);
     assert.equal(await done, 'every queue thread exited');
+    assert.equal(t.binding.devices.size, 0);
+    assert.equal(t.store.read(0), undefined);
+  } finally {
+    t.cleanup();
+  }
+  // one queue failing on its own (its target lost its store): the disk goes at once
+  const u = setup({ queues: '2' });
+  try {
+    await u.ds.start();
+    const done = new Promise<string>((r) => u.ds.onStopped(r));
+    u.binding.servers[0].exitQueue(1, -5, 'connection lost');
+    assert.equal(await done, 'queue 1 failed: connection lost');
+    const t = u;
     assert.equal(t.binding.devices.size, 0);
     assert.equal(t.store.read(0), undefined);
   } finally {

@@ -9,6 +9,8 @@ import type {
   NativeServer,
   NativeTargetCaps,
   QueueExitEvent,
+  TargetOptions,
+  TargetReport,
   QueueStats,
   ServeOptions,
   UblkParams,
@@ -49,6 +51,7 @@ export type FakeOp =
   | 'quiesceDev'
   | 'setIoScheduler'
   | 'createServer'
+  | 'probeTarget'
   | 'server.start'
   | 'server.stop';
 
@@ -66,6 +69,7 @@ export class FakeServer implements NativeServer {
   started = false;
   stops: Array<boolean | undefined> = [];
   private exitCb?: (ev: QueueExitEvent) => void;
+  private reportCb?: (r: TargetReport) => void;
 
   constructor(
     readonly opts: ServeOptions,
@@ -92,6 +96,32 @@ export class FakeServer implements NativeServer {
 
   onQueueExit(cb: (ev: QueueExitEvent) => void): void {
     this.exitCb = cb;
+  }
+
+  onTargetReport(cb: (r: TargetReport) => void): void {
+    this.reportCb = cb;
+  }
+
+  /** what memory(i) answers (a fake js target's shared memory) */
+  mem: Array<Record<string, ArrayBuffer>> = [];
+  signalCb?: (index: number, value: number) => void;
+  wakes: number[] = [];
+
+  onTargetSignal(cb: (index: number, value: number) => void): void {
+    this.signalCb = cb;
+  }
+
+  memory(index: number): Record<string, ArrayBuffer> {
+    return this.mem[index] ?? {};
+  }
+
+  wake(index: number): void {
+    this.wakes.push(index);
+  }
+
+  /** Simulates a target's log line from a queue thread. */
+  report(r: TargetReport): void {
+    this.reportCb?.(r);
   }
 
   /** Simulates a queue thread ending on its own. */
@@ -286,6 +316,17 @@ export class FakeBinding implements NativeBinding {
   sdNotify(state: string): boolean {
     this.notifications.push(state);
     return false;
+  }
+
+  /** what probeTarget answers, by target name (default: no probe) */
+  probes: Record<string, (options: TargetOptions) => Record<string, unknown>> = {};
+
+  async probeTarget(name: string, options: TargetOptions): Promise<Record<string, unknown>> {
+    this.record('probeTarget', [name, options]);
+    this.maybeFail('probeTarget');
+    const p = this.probes[name];
+    if (!p) throw new TypeError(`target '${name}' has no probe`);
+    return p(options);
   }
 }
 

@@ -30,6 +30,7 @@ function queue(queueId: number, n: number): QueueStats {
     latencySumUs: 123456,
     jsCalls: 0,
     zcFallbackRegs: queueId === 1 ? 3 : 0,
+    target: queueId === 1 ? { reconnects: 2 } : {},
   };
 }
 
@@ -95,6 +96,7 @@ test('exposition: every ublk family, per device and queue, read at scrape time',
     ublk_io_inflight: 'gauge',
     ublk_io_latency_seconds: 'histogram',
     ublk_zc_fallback_registrations_total: 'counter',
+    ublk_target_events_total: 'counter',
     ublk_queue_depth: 'gauge',
     ublk_device_state: 'gauge',
     ublk_device_zero_copy_mode: 'gauge',
@@ -109,6 +111,8 @@ test('exposition: every ublk family, per device and queue, read at scrape time',
   assert.equal(find(e, 'ublk_queue_depth', { dev: '0', queue: '0' })[0].value, 128);
   assert.equal(find(e, 'ublk_zc_fallback_registrations_total', { dev: '0', queue: '1' })[0].value, 3);
   assert.equal(find(e, 'ublk_zc_fallback_registrations_total', { dev: '0', queue: '0' })[0].value, 0);
+  const tc = find(e, 'ublk_target_events_total', { dev: '0' });
+  assert.deepEqual(tc.map((x) => [x.labels.queue, x.labels.counter, x.value]), [['1', 'reconnects', 2]], "the target's own counters");
 
   const buckets = find(e, 'ublk_io_latency_seconds_bucket', { dev: '0', queue: '0' });
   assert.equal(buckets.length, 20);

@@ -119,7 +119,7 @@ for (const [name, edit, why] of [
   ['a relative backing file', (s: Record<string, unknown>) => Object.assign(s, { target: { kind: 'loop', file: 'disk.img' } }), /target\.file "disk\.img" is not as ublk-ts writes it \("\/disk\.img"\)/],
   ['a negative offset', (s: Record<string, unknown>) => Object.assign(s, { target: { kind: 'loop', file: '/x.img', offset: -8 } }), /offset must be a whole number of 512-byte sectors, not -8/],
   ['a size that is not a number', (s: Record<string, unknown>) => Object.assign(s, { target: { kind: 'null', size: '1e9' } }), /size must be a whole number of bytes/],
-  ['an unknown target', (s: Record<string, unknown>) => Object.assign(s, { target: { kind: 'qcow9' } }), /target must be loop or null, not "qcow9"/],
+  ['an unknown target', (s: Record<string, unknown>) => Object.assign(s, { target: { kind: 'qcow9' } }), /target must be loop, null, nbd or js, not "qcow9"/],
   ['a flag that is not a boolean', (s: Record<string, unknown>) => Object.assign(s, { readOnly: 'yes' }), /readOnly must be true or false, not "yes"/],
   ['queue depth out of range', (s: Record<string, unknown>) => Object.assign(s, { depth: 100000 }), /depth must be a whole number from 1 to 4096, not 100000/],
 ] as const) {

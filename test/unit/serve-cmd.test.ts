@@ -84,7 +84,7 @@ test('in process: devices up, READY, metrics of live queues, reload adds a devic
   binding.statsFn = (o) =>
     Array.from({ length: o.nrQueues }, (_, q): QueueStats => ({
       queueId: q, tid: 1, ops: { read: 5 + q }, bytes: { read: 4096 }, errors: {}, inflight: 0,
-      latencyBucketsUs: [100, Infinity], latencyCounts: [5, 0], latencySumUs: 50, jsCalls: 0, zcFallbackRegs: 0,
+      latencyBucketsUs: [100, Infinity], latencyCounts: [5, 0], latencySumUs: 50, jsCalls: 0, zcFallbackRegs: 0, target: {},
     }));
   const store = new StateStore(path.join(d, 'run'));
   let handle: ServeHandle | undefined;

@@ -40,7 +40,7 @@ const spec = (raw: RawAddOptions) => validateAddOptions({ target: 'loop', ...raw
 // the descriptor's calls, with the spec's target part and common part split as the daemon does
 const loop = {
   validate: (s: AddSpec, fsx: TargetFs) => loopTarget.validate(s.target as never, s, fsx),
-  describe: (s: AddSpec, fsx: TargetFs) => loopTarget.describe(s.target as never, s, fsx) as TargetDescription,
+  describe: (s: AddSpec, fsx: TargetFs) => loopTarget.describe(s.target as never, s, { fs: fsx }) as TargetDescription,
 };
 
 const MiB = 1 << 20;

@@ -59,11 +59,12 @@ test('queues ending while the disk stays LIVE (QUIESCE_DEV): handed over, not de
   }
 });
 
-test('queues ending on a DEAD disk (STOP_DEV from elsewhere), or without -r 1, or on a failure: deleted as before', async () => {
-  for (const [name, raw, state, err] of [
-    ['stopped elsewhere', { recovery: '1' }, 0, 0],
-    ['no recovery', {}, 1, 0],
-    ['queue failure', { recovery: '1' }, 1, -5],
+test('queues ending on a DEAD disk (STOP_DEV from elsewhere), or without -r 1: deleted; a failed queue of a -r 1 disk: left for recover', async () => {
+  for (const [name, raw, state, err, phase] of [
+    ['stopped elsewhere', { recovery: '1' }, 0, 0, 'stopped'],
+    ['no recovery', {}, 1, 0, 'stopped'],
+    ['queue failure, no recovery', {}, 1, -5, 'stopped'],
+    ['queue failure with -r 1', { recovery: '1' }, 1, -5, 'detached'],
   ] as const) {
     const t = setup(raw);
     try {
@@ -71,8 +72,12 @@ test('queues ending on a DEAD disk (STOP_DEV from elsewhere), or without -r 1, o
       t.binding.devices.get(st.devId)!.info.state = state;
       t.binding.servers[0].exitQueue(0, err, 'x');
       for (let i = 0; i < 10; i++) await flush();
-      assert.equal(t.ds.phase, 'stopped', name);
-      assert.equal(t.store.read(st.devId), undefined, name);
+      assert.equal(t.ds.phase, phase, name);
+      if (phase === 'stopped') assert.equal(t.store.read(st.devId), undefined, name);
+      else {
+        assert.ok(t.store.read(st.devId), `${name}: the state file stays for recover`);
+        assert.ok(t.binding.devices.has(st.devId), `${name}: no STOP_DEV, no DEL_DEV`);
+      }
     } finally {
       t.cleanup();
     }

@@ -22,7 +22,7 @@ CACHE=${UBLK_TS_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ublk-ts-vm}
 #  null_blk: the benchmark's `BENCH_BACKING=nullb`, a disk that completes asynchronously and
 #        moves no data (loaded without devices; the benchmark makes one through configfs).
 #  virtio_blk: the disk run-in-vm.sh --disk attaches (the benchmark's `BENCH_BACKING=ext4-disk`).
-WANT=(9pnet_virtio 9p overlay ublk_drv loop ext4 brd null_blk virtio_blk)
+WANT=(9pnet_virtio 9p overlay ublk_drv loop ext4 brd null_blk virtio_blk nbd)
 # Bump when the layout of the cache dir changes.
 LAYOUT=1
 

@@ -68,7 +68,8 @@ export async function runAdd(raw: RawOptions, deps: AddDeps = {}, configPath?: s
   if (foreground) return runInForeground({ action: 'add', spec }, (id) => printDevice(id), logOpts);
   // the detached server reads its log level from the environment (the config's, unless set)
   const env = logOpts.level ? { ...process.env, UBLK_TS_LOG_LEVEL: logOpts.level } : undefined;
-  const { devId } = await spawnServer({ action: 'add', spec }, { env, store: deps.store });
+  const { devId, notes } = await spawnServer({ action: 'add', spec }, { env, store: deps.store });
+  for (const n of notes) process.stderr.write(`ublk-ts: note: ${n}\n`);
   await printDevice(devId);
   return 0;
 }
