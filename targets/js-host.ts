@@ -84,7 +84,9 @@ export class JsHost {
         views: new Array(n),
       });
     }
-    this.server.onTargetSignal((index, end) => this.take(this.queues[index], end));
+    this.server.onTargetSignal((index, end) => {
+      if (!this.closed) this.take(this.queues[index], end);
+    });
     if (this.opts.ioTimeoutMs > 0) {
       this.timer = setInterval(() => this.expire(), Math.min(1000, this.opts.ioTimeoutMs));
       this.timer.unref();
@@ -95,6 +97,8 @@ export class JsHost {
   close(): void {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    // let go of the views, so the threads' memory goes with the next garbage collection
+    this.queues.length = 0;
   }
 
   private take(q: HostQueue, end: number): void {

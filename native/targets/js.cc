@@ -53,6 +53,7 @@ int js_init_queue(QueueThread &q, std::string &why) {
     why = "allocating the memory shared with JavaScript";
     return -errno;
   }
+  madvise(m, len, MADV_DONTFORK);  // as the tag buffers: not for the children Node spawns
   j->region = std::make_shared<SharedRegion>(m, len, [](void *p, size_t l) { munmap(p, l); });
   j->words = static_cast<uint32_t *>(m);
   j->words[0] = j->n;

@@ -121,7 +121,7 @@ describe('js target as a library (createDevice), in this process', () => {
         for (let o = 0; o < data.length; o += 4096) mem.set(offset + o, Buffer.from(data.subarray(o, o + 4096)));
       },
     };
-    const disk = await createDevice(target, { queues: 4, depth: 4096 });
+    const disk = await createDevice(target, { queues: cpus, depth: 4096, maxIoBufBytes: '64K' });
     try {
       // one fio job per CPU (each CPU submits to its own hardware queue), `want` writes in flight
       const f = fioBackground({
