@@ -56,6 +56,27 @@ export function cli(args: string[], opts: { env?: NodeJS.ProcessEnv; prefix?: st
   );
 }
 
+/**
+ * cli() without blocking this process: for a test that serves something itself (a fake server in
+ * this process) while ublk-ts talks to it.
+ */
+export function cliAsync(args: string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
+  trace(`start ublk-ts ${args.join(' ')} (async)`);
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      trace(`end   ublk-ts ${args.join(' ')} -> ${code ?? signal}`);
+      resolve({ code: code ?? 128, stdout, stderr });
+    });
+  });
+}
+
 /** Runs a shell command; throws with its output when it fails. */
 export function sh(cmd: string, timeoutMs = 300_000): string {
   const r = shResult(cmd, timeoutMs);

@@ -11,7 +11,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { requireKernel } from './kernel-gate';
-import { addDevice, cli, delAll, delDevice, fio, makeBacking, sh, shResult, sleep, trace, verifyJobs, waitFor, workDir } from './helpers';
+import { addDevice, cli, cliAsync, delAll, delDevice, fio, makeBacking, sh, shResult, sleep, trace, verifyJobs, waitFor, workDir } from './helpers';
 import {
   addInProcess,
   assertClean,
@@ -72,8 +72,12 @@ async function startServer(cmd: string, args: string[], addr: string[], probe: {
 
 function stopServer(s: NbdServer, sig: NodeJS.Signals = 'SIGTERM'): void {
   if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill(sig);
+  // a server that ignores the signal must not keep this test file's process alive
+  s.child.stderr?.destroy();
+  s.child.unref();
 }
 
+/** nbdkit with `plugin` = [plugin, its args and the filters' key=value args]; `extra` = nbdkit's own flags. */
 async function nbdkit(name: string, plugin: string[], opts: { tcp?: boolean; filters?: string[]; extra?: string[] } = {}): Promise<NbdServer> {
   const base = ['--foreground', '--exit-with-parent', ...(opts.filters ?? []).map((f) => `--filter=${f}`), ...(opts.extra ?? [])];
   if (opts.tcp) {
@@ -130,7 +134,7 @@ describe('nbd: data through every mode, unix socket and TCP, 1 and 4 queues', ()
   }
 
   test('a server without multi-connection: one queue, and add says why', async () => {
-    const srv = await nbdkit('single', ['memory', '16M'], { filters: ['multi-conn'], extra: ['multi-conn-mode=disable'] });
+    const srv = await nbdkit('single', ['memory', '16M', 'multi-conn-mode=disable'], { filters: ['multi-conn'] });
     const r = cli(['add', '-t', 'nbd', ...srv.addr, '-q', '2']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /note: the server does not allow several connections \(no NBD_FLAG_CAN_MULTI_CONN\): one queue, not 2/);
@@ -249,7 +253,7 @@ describe('nbd: when the server goes away', () => {
   });
 
   test('a server that stops answering: --io-timeout ends the connection, I/O fails, nothing hangs', async () => {
-    const srv = await nbdkit('stall', ['memory', '16M'], { filters: ['delay'], extra: ['rdelay=120'] });
+    const srv = await nbdkit('stall', ['memory', '16M', 'rdelay=120'], { filters: ['delay'] });
     const id = addDevice(['-t', 'nbd', ...srv.addr, '--io-timeout', '2']);
     const t0 = Date.now();
     const r = shResult(`dd if=/dev/ublkb${id} of=/dev/null bs=4k count=1 iflag=direct`, 90_000);
@@ -265,9 +269,20 @@ describe('nbd: when the server goes away', () => {
 describe('nbd: bad input is one clear line, exit 2, nothing left behind', () => {
   /** A TCP server that greets with something else, or hangs up. */
   async function fakeServer(onConn: (s: net.Socket) => void): Promise<{ port: number; close: () => void }> {
-    const server = net.createServer(onConn);
+    const conns = new Set<net.Socket>();
+    const server = net.createServer((s) => {
+      conns.add(s);
+      s.on('close', () => conns.delete(s));
+      onConn(s);
+    });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
+    return {
+      port: (server.address() as net.AddressInfo).port,
+      close: () => {
+        for (const c of conns) c.destroy();
+        server.close();
+      },
+    };
   }
 
   test('unknown export, refused option, not NBD, closed during the handshake, odd size, no server', async () => {
@@ -290,7 +305,8 @@ describe('nbd: bad input is one clear line, exit 2, nothing left behind', () => 
     if (tls) cases.push(['refused option (TLS required)', [...tls.addr], /TLS required|refused/]);
     try {
       for (const [name, args, want] of cases) {
-        const r = cli(['add', '-t', 'nbd', ...args]);
+        // async: the fake servers answer from this process
+        const r = await cliAsync(['add', '-t', 'nbd', ...args]);
         trace(`nbd bad input "${name}": ${r.stderr.trim()}`);
         assert.equal(r.code, 2, `${name}: exit 2, got ${r.code}: ${r.stderr}`);
         assert.match(r.stderr, want, name);
