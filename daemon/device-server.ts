@@ -79,6 +79,7 @@ export class DeviceServer {
   private nrQueues = 0;
   private readonly exitedQueues = new Set<number>();
   private queueFailed = false;
+  private queueFailure = '';
   private stopping?: Promise<void>;
   private starting?: Promise<unknown>;
   private readonly stoppedCbs: Array<(reason: string) => void> = [];
@@ -202,6 +203,7 @@ export class DeviceServer {
       this.state = state;
       this.phase = 'live';
       this.event('live', { pid: this.pid, mode, flags: flagNames(info.flags) });
+      if (this.exitedQueues.size > 0) this.actOnExitedQueues();
       return state;
     } catch (err) {
       const failure = friendlyError(err, { devId: this.devId >= 0 ? this.devId : spec.id });
@@ -318,15 +320,23 @@ export class DeviceServer {
     const fields = { queueId: ev.queueId, error: ev.error, message: ev.message };
     if (ev.error !== 0) this.log.error({ event: 'queue_exit', devId: this.devId, ...fields }, 'queue thread failed');
     else this.event('queue_exit', fields);
-    if (ev.error !== 0) this.queueFailed = true;
-    if (this.phase !== 'live') return;
-    if (ev.error !== 0) {
+    if (ev.error !== 0 && !this.queueFailed) {
+      this.queueFailed = true;
+      this.queueFailure = `queue ${ev.queueId} failed: ${ev.message}`;
+    }
+    // before LIVE (a queue can fail while START_DEV waits: the partition scan's reads), add and
+    // recover act on it once the device is LIVE
+    if (this.phase === 'live') this.actOnExitedQueues();
+  }
+
+  private actOnExitedQueues(): void {
+    if (this.queueFailed) {
       // A queue that failed on its own (its target lost its store: an NBD server gone for good)
       // cannot serve its share of the disk any more: the device goes as a crashed server's would.
       // With -r 1 it is left QUIESCED (FAIL_IO with -e 1) for `recover`; without, deleted.
       const recoverable = this.info !== undefined && (this.info.flags & UBLK_F.USER_RECOVERY) !== 0n;
       if (recoverable) void this.detach('queue failed').catch(() => undefined);
-      else void this.stop(`queue ${ev.queueId} failed: ${ev.message}`).catch(() => undefined);
+      else void this.stop(this.queueFailure).catch(() => undefined);
       return;
     }
     if (this.exitedQueues.size >= this.nrQueues) void this.afterQueuesExited().catch(() => undefined);
@@ -424,6 +434,7 @@ export class DeviceServer {
       this.state = state;
       this.phase = 'live';
       this.event('recovered', { pid: this.pid, mode });
+      if (this.exitedQueues.size > 0) this.actOnExitedQueues();
       return state;
     } catch (err) {
       const failure = friendlyError(err, { devId });

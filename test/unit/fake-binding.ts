@@ -138,6 +138,8 @@ export class FakeBinding implements NativeBinding {
   private failures = new Map<FakeOp, { err: Error | (() => Error); times: number }>();
   /** flags the kernel "drops" from ADD_DEV (to test the check) */
   dropFlags = 0n;
+  /** runs while START_DEV "waits" (a queue thread that fails during the partition scan) */
+  duringStartDev?: () => void;
   notifications: string[] = [];
   /** what every server's stats() answers (default: nothing) */
   statsFn?: (opts: ServeOptions) => QueueStats[];
@@ -240,6 +242,7 @@ export class FakeBinding implements NativeBinding {
   async startDev(devId: number, pid: number): Promise<void> {
     this.record('startDev', [devId, pid]);
     this.maybeFail('startDev');
+    this.duringStartDev?.();
     const d = this.dev('START_DEV', devId);
     d.info.state = 1;
     d.info.ublksrvPid = pid;
