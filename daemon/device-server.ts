@@ -182,6 +182,8 @@ export class DeviceServer {
       // START_DEV adds /dev/ublkbN; the pid is the process that serves the device.
       await this.binding.startDev(info.devId, this.pid);
       undo.push({ what: 'STOP_DEV', run: () => this.binding.stopDev(info.devId) });
+      // a queue that failed while START_DEV waited (the partition scan's reads met a dead store)
+      if (this.queueFailed) throw new Error(`${this.queueFailure} (while the disk started)`);
       await this.applyIoScheduler(info.devId, spec.ioScheduler);
 
       // Only a LIVE device gets a state file; `list` and `recover` rely on it.

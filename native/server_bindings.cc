@@ -358,13 +358,16 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     return out;
   }
 
-  Napi::Value OnTargetSignal(const Napi::CallbackInfo &info) {
+  Napi::Value OnTargetSignal(const Napi::CallbackInfo &info) { return SetCallback(info, "onTargetSignal", signal_cb_); }
+
+  // onQueueExit / onTargetReport / onTargetSignal(callback): keeps the callback for the events
+  static Napi::Value SetCallback(const Napi::CallbackInfo &info, const char *name, Napi::FunctionReference &ref) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsFunction()) {
-      Napi::TypeError::New(env, "onTargetSignal(callback) needs a function").ThrowAsJavaScriptException();
+      Napi::TypeError::New(env, std::string(name) + "(callback) needs a function").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    signal_cb_ = Napi::Persistent(info[0].As<Napi::Function>());
+    ref = Napi::Persistent(info[0].As<Napi::Function>());
     return env.Undefined();
   }
 
@@ -399,25 +402,9 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     return info.Env().Undefined();
   }
 
-  Napi::Value OnTargetReport(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsFunction()) {
-      Napi::TypeError::New(env, "onTargetReport(callback) needs a function").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    report_cb_ = Napi::Persistent(info[0].As<Napi::Function>());
-    return env.Undefined();
-  }
+  Napi::Value OnTargetReport(const Napi::CallbackInfo &info) { return SetCallback(info, "onTargetReport", report_cb_); }
 
-  Napi::Value OnQueueExit(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsFunction()) {
-      Napi::TypeError::New(env, "onQueueExit(callback) needs a function").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    exit_cb_ = Napi::Persistent(info[0].As<Napi::Function>());
-    return env.Undefined();
-  }
+  Napi::Value OnQueueExit(const Napi::CallbackInfo &info) { return SetCallback(info, "onQueueExit", exit_cb_); }
 
   std::shared_ptr<Device> device_;
   bool started_ = false;
