@@ -9,7 +9,7 @@
 // When the VM cannot run the tests (no qemu, no kernel, no /dev/ublk-control): one test that fails
 // with the reason under CI, and is skipped with the reason elsewhere. No results at all is a failure.
 //
-// Env: UBLK_TS_VM_TIMEOUT (s, whole VM run, default 3600), UBLK_TS_VM_TEST_TIMEOUT (ms, per guest
+// Env: UBLK_TS_VM_TIMEOUT (s, whole VM run, default 4800), UBLK_TS_VM_TEST_TIMEOUT (ms, per guest
 // test and per guest test file, default 1200000), UBLK_TS_VM_TESTS (comma-separated files instead of all of
 // dist/test/integration), UBLK_TS_VM_KEEP=1 (keep .cache/vm-run/suite-*), and run-in-vm.sh's knobs.
 import { test } from 'node:test';
@@ -21,7 +21,7 @@ import { mirrorPlan, parseEvents } from './vm/mirror.mjs';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const onCI = !!process.env.CI && !['0', 'false'].includes(process.env.CI.toLowerCase());
-const vmTimeout = Number(process.env.UBLK_TS_VM_TIMEOUT ?? 3600);
+const vmTimeout = Number(process.env.UBLK_TS_VM_TIMEOUT ?? 4800);
 // Node 20 applies --test-timeout to each test AND to each whole file.
 const testTimeout = Number(process.env.UBLK_TS_VM_TEST_TIMEOUT ?? 1200000);
 
