@@ -2,8 +2,8 @@
 // memory it shares (native/targets/js.cc has the layout), calls the target's handlers with views of
 // the requests' own buffers, writes the completions back and wakes the thread once per batch.
 //
-// Per pass of a queue's ring at most one signal in (none while one is pending: the passes' requests
-// then come with it), one wake out (after the completions written in one turn of the event loop). Per request: no copy, and no
+// Per pass of a queue's ring: one signal in (the number after its last request), one wake out
+// (after the completions written in one turn of the event loop). Per request: no copy, and no
 // allocation in the hand-off once a tag has seen a length (its views are kept); what the handler
 // itself allocates (its promise) is its own.
 
@@ -13,9 +13,6 @@ import type { Log } from '../shared/log';
 import type { BlockTarget } from './js-api';
 
 const HEADER = 4;
-// header words (native/targets/js.cc has the layout)
-const ARRIVED = 2;
-const SIGNAL_PENDING = 3;
 const TAG_WORDS = 8;
 const OP = { READ: 0, WRITE: 1, FLUSH: 2, DISCARD: 3, WRITE_ZEROES: 5 } as const;
 const EIO = os.constants.errno.EIO;
@@ -87,12 +84,8 @@ export class JsHost {
         views: new Array(n),
       });
     }
-    this.server.onTargetSignal((index) => {
-      if (this.closed) return;
-      const q = this.queues[index];
-      // No signal pending from here on: a pass after this store signals again (js.cc, js_pass_done).
-      Atomics.store(q.words, SIGNAL_PENDING, 0);
-      this.take(q, Atomics.load(q.words, ARRIVED));
+    this.server.onTargetSignal((index, end) => {
+      if (!this.closed) this.take(this.queues[index], end);
     });
     if (this.opts.ioTimeoutMs > 0) {
       this.timer = setInterval(() => this.expire(), Math.min(1000, this.opts.ioTimeoutMs));

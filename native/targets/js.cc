@@ -6,17 +6,14 @@
 // Shared with JavaScript per queue thread ("requests", 32-bit words; n = the queue depth):
 //   [0]              n
 //   [1]              done_tail: completions JavaScript has written (it writes, we read)
-//   [2]              arrived: the number after the last request handed over (we write, it reads)
-//   [3]              signal pending: 1 from our signal until JavaScript starts taking requests
 //   [4 .. 4+n)       the ring of arriving tags: tag of request number i at 4 + i % n
 //   [4+n .. 4+3n)    the completion ring: (tag, result) of completion number i at 4+n + 2(i % n)
 //   [4+3n .. 4+11n)  per tag: op, flags, offset low, offset high, length (8 words each)
 // and the engine's "buffers" (copy mode): tag t's bytes at t * max_io_buf_bytes. A request's
-// number is its place in the ring. A pass signals JavaScript only when no signal is pending: while
-// JavaScript has not started on the last one, later passes just move `arrived` (one wake of the
-// event loop for all of them).
+// number is its place in the ring; the signal carries the number after the last one of the pass.
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstring>
 
 #include "../queue_thread.h"
@@ -84,16 +81,14 @@ void js_queue_io(QueueThread &q, unsigned tag) {
   j.arrived++;
 }
 
-// Once per pass: JavaScript hears of every request that arrived in it, with one signal, unless a
-// signal is still pending (JavaScript then takes these with the earlier ones). Both sides store
-// first and then look at the other's word, sequentially consistent: JavaScript clears [3] before
-// it reads [2], so either we see the clear and signal, or it sees our `arrived`.
+// Once per pass: JavaScript hears of every request that arrived in it, with one signal.
 void js_pass_done(QueueThread &q) {
   JsQueue &j = jsq(q);
   if (j.arrived == j.signalled) return;
+  // the words above are written before JavaScript may read them (the signal's queue orders it)
+  std::atomic_thread_fence(std::memory_order_release);
   j.signalled = j.arrived;
-  __atomic_store_n(&j.words[2], j.arrived, __ATOMIC_SEQ_CST);  // also publishes the words above
-  if (__atomic_exchange_n(&j.words[3], 1u, __ATOMIC_SEQ_CST) == 0) q.signal(j.arrived);
+  q.signal(j.arrived);
 }
 
 // JavaScript wrote completions and woke us: complete them on this ring.
