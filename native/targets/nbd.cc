@@ -4,8 +4,12 @@
 //
 // Per queue: requests go out as one chain of linked sends per loop pass (header, and for a write
 // its data in the same operation where the data mode allows: DataIo's prefix), so the stream
-// stays in order; replies are read by a receive loop of no tag (16-byte header, then a read's data
-// straight into the request's buffer or pages). The reply's handle (tag + the tag's request
+// stays in order; replies are read by a receive loop of no tag. A bulk receive takes what the
+// socket holds (up to kRxBytes) and the replies are parsed from it; in copy mode a read's data is
+// copied to its tag's buffer and what of it is not there yet received straight into that buffer.
+// Zero copy reads a reply at a time while a read is on the wire (16-byte header, then the data
+// straight into the request's pages: bytes in our buffer could not reach them), and in bulk only
+// while none is (reads wait for that receive to end). The reply's handle (tag + the tag's request
 // count) finds the request; a reply that fits no request in flight, a short read, an error from
 // the socket or a request without a reply for ioTimeoutMs ends the connection, never the server.
 // Then, with reconnect (the disk was added with -r 1): the queue holds its requests while a
@@ -473,11 +477,17 @@ struct NbdTag {
   uint16_t count;      // requests this tag has carried: the handle's upper bits
   TagState state;
   uint32_t len;        // bytes of a read or write
+  uint32_t rx_left;    // copy mode: bytes of a read's data received straight into its buffer
   uint64_t sent_ms;    // for the request timeout
 };
 static_assert(sizeof(NbdTag) <= 64, "NbdTag fits the tag_bytes asked for");
 
-enum NbdOp : unsigned { kOpSend = 1, kOpRecvReply = 2, kOpTimer = 3 };
+enum NbdOp : unsigned { kOpSend = 1, kOpRecvReply = 2, kOpTimer = 3, kOpRecvData = 4 };
+
+// Copy mode's receive buffer: 32 KiB holds 2048 write replies or seven 4k reads; a larger read's
+// data beyond it is received straight into the tag's buffer (one copy, not two). See
+// bench/README.md "NBD receive".
+constexpr uint32_t kRxBytes = 32 * 1024;
 
 struct NbdQueue {
   int fd = -1;            // this queue's connection (the device's file, then reconnects')
@@ -490,7 +500,13 @@ struct NbdQueue {
   unsigned conn_ops = 0;  // SQEs in flight on this connection
   std::vector<unsigned> fifo;  // tags waiting to be sent, in arrival order
   unsigned sending = 0;   // tags of the send chain in flight
-  WireReply reply;
+  unsigned on_wire = 0;   // requests sent, their replies not yet read
+  unsigned reads_on_wire = 0;  // of them, reads with data
+  WireReply reply;        // a reply at a time: the one being read
+  bool copy_mode = false; // the tags have buffers: a read's data may pass through rx
+  bool bulk_armed = false;  // the receive in flight is a bulk one (into rx)
+  std::vector<uint8_t> rx;
+  uint32_t rx_head = 0, rx_tail = 0;  // rx's bytes not yet parsed
   bool recv_armed = false;
   struct __kernel_timespec tick = {1, 0};
 };
@@ -500,9 +516,28 @@ NbdTag &tag_of(QueueThread &q, unsigned tag) { return q.tag_state<NbdTag>(tag); 
 
 uint64_t handle_of(unsigned tag, uint16_t count) { return ((uint64_t)count << 16) | tag; }
 
+bool is_data_read(const NbdTag &t) { return ntohs(t.req.type) == kCmdRead && t.len > 0; }
+
+bool fifo_has_read(QueueThread &q, const NbdQueue &nq) {
+  for (unsigned tag : nq.fifo)
+    if (is_data_read(tag_of(q, tag))) return true;
+  return false;
+}
+
 void arm_recv(QueueThread &q, NbdQueue &nq) {
   struct io_uring_sqe *sqe = q.target_sqe(kNoTag, kOpRecvReply, nq.conn);
-  io_uring_prep_recv(sqe, nq.fixed, &nq.reply, sizeof(nq.reply), MSG_WAITALL);
+  // zero copy: in bulk only when replies are due and none of them, nor any read waiting, has data
+  nq.bulk_armed = nq.copy_mode || (nq.on_wire > 0 && nq.reads_on_wire == 0 && !fifo_has_read(q, nq));
+  if (nq.bulk_armed) {
+    // what is left is less than one reply header: it moves to the front
+    const uint32_t left = nq.rx_tail - nq.rx_head;
+    if (left > 0 && nq.rx_head > 0) memmove(nq.rx.data(), nq.rx.data() + nq.rx_head, left);
+    nq.rx_head = 0;
+    nq.rx_tail = left;
+    io_uring_prep_recv(sqe, nq.fixed, nq.rx.data() + left, nq.rx.size() - left, 0);
+  } else {
+    io_uring_prep_recv(sqe, nq.fixed, &nq.reply, sizeof(nq.reply), MSG_WAITALL);
+  }
   sqe->flags |= IOSQE_FIXED_FILE;
   nq.recv_armed = true;
   nq.conn_ops++;
@@ -521,6 +556,8 @@ int nbd_init_queue(QueueThread &q, std::string &why) {
   nq->fixed = QueueThread::target_file(q.queue_id());
   nq->fd = q.target_device().files[q.queue_id()];
   nq->fifo.reserve(q.config().depth);
+  nq->copy_mode = q.tag_buffer(q.worker()) != nullptr;
+  nq->rx.resize(kRxBytes);
   {
     std::lock_guard<std::mutex> l(d.mu);
     d.want[q.queue_id()].q = &q;
@@ -564,6 +601,8 @@ void nbd_queue_io(QueueThread &q, unsigned tag) {
 void nbd_pass_done(QueueThread &q) {
   NbdQueue &nq = queue(q);
   if (!nq.up || nq.sending > 0 || nq.fifo.empty()) return;
+  // zero copy: a read's reply must not land in rx; it goes once the bulk receive is back
+  if (!nq.copy_mode && nq.bulk_armed && fifo_has_read(q, nq)) return;
   NbdDevice &d = device(q);
   const uint64_t now = now_ms();
   const size_t n = nq.fifo.size();
@@ -573,6 +612,8 @@ void nbd_pass_done(QueueThread &q) {
     NbdTag &t = tag_of(q, tag);
     t.state = kSending;
     t.sent_ms = now;
+    nq.on_wire++;
+    if (is_data_read(t)) nq.reads_on_wire++;
     if (ntohs(t.req.type) == kCmdWrite && t.len > 0) {
       DataIo io;
       io.file = nq.fixed;
@@ -649,6 +690,8 @@ void connection_lost(QueueThread &q, NbdQueue &nq, const std::string &why) {
   nq.conn_ops = 0;
   nq.sending = 0;
   nq.recv_armed = false;
+  nq.rx_head = nq.rx_tail = 0;  // the rest of the old stream is gone with it
+  nq.on_wire = nq.reads_on_wire = 0;  // what was on it is sent again, or failed
   // what is still in flight on the old connection ends now (errors), so its requests can go again
   shutdown(nq.fd, SHUT_RDWR);
   NbdDevice &d = device(q);
@@ -742,50 +785,117 @@ void reply_done(QueueThread &q, NbdQueue &nq) {
   if (nq.up) arm_recv(q, nq);
 }
 
+// The tag a reply header answers, or -1 when it fits no request in flight (the connection ended).
+int reply_tag(QueueThread &q, NbdQueue &nq, const WireReply &r) {
+  const unsigned tag = (unsigned)(r.handle & 0xffff);
+  const uint16_t count = (uint16_t)(r.handle >> 16);
+  if (ntohl(r.magic) != kSimpleReplyMagic) {
+    connection_lost(q, nq, "protocol error: not a simple reply");
+    return -1;
+  }
+  if (tag >= q.config().depth || tag_of(q, tag).count != count ||
+      (tag_of(q, tag).state != kAwaiting && tag_of(q, tag).state != kSending)) {
+    connection_lost(q, nq, "protocol error: a reply for a request not in flight");
+    return -1;
+  }
+  NbdTag &t = tag_of(q, tag);
+  // a reply that overtook its own send CQE: the request went out whole
+  if (t.state == kSending) t.state = kAwaiting;
+  if (nq.on_wire > 0) nq.on_wire--;
+  if (is_data_read(t) && nq.reads_on_wire > 0) nq.reads_on_wire--;
+  return (int)tag;
+}
+
+// Ends the request of a reply that carries no data (an error, a write, a flush ...): true, or false
+// for a read with data still to come.
+bool complete_reply(QueueThread &q, unsigned tag, const WireReply &r) {
+  NbdTag &t = tag_of(q, tag);
+  const uint32_t err = ntohl(r.error);
+  const uint16_t type = ntohs(t.req.type);
+  if (err == 0 && type == kCmdRead && t.len > 0) return false;
+  t.state = kIdle;
+  q.complete(tag, err != 0 ? request_error(err) : type == kCmdFlush ? 0 : (int)t.len);
+  return true;
+}
+
+// Zero copy: one reply header read; a read's data follows straight into the request's pages.
 void on_reply(QueueThread &q, NbdQueue &nq, int res) {
   if (res != (int)sizeof(nq.reply)) {
     connection_lost(q, nq, res < 0 ? std::string("receive: ") + strerror(-res) : res == 0 ? "the server closed it" : "short reply");
     return;
   }
-  const uint64_t handle = nq.reply.handle;
-  const unsigned tag = (unsigned)(handle & 0xffff);
-  const uint16_t count = (uint16_t)(handle >> 16);
-  if (ntohl(nq.reply.magic) != kSimpleReplyMagic) {
-    connection_lost(q, nq, "protocol error: not a simple reply");
-    return;
-  }
-  if (tag >= q.config().depth || tag_of(q, tag).count != count ||
-      (tag_of(q, tag).state != kAwaiting && tag_of(q, tag).state != kSending)) {
-    connection_lost(q, nq, "protocol error: a reply for a request not in flight");
-    return;
-  }
-  NbdTag &t = tag_of(q, tag);
-  if (t.state == kSending) {
-    // the reply overtook its own send CQE: the request went out whole
-    t.state = kAwaiting;
-  }
-  const uint32_t err = ntohl(nq.reply.error);
-  const uint16_t type = ntohs(t.req.type);
-  if (err != 0) {
-    t.state = kIdle;
-    q.complete(tag, request_error(err));
+  const int tag = reply_tag(q, nq, nq.reply);
+  if (tag < 0) return;
+  if (complete_reply(q, (unsigned)tag, nq.reply)) {
     reply_done(q, nq);
     return;
   }
-  if (type == kCmdRead && t.len > 0) {
-    // the data follows the header: straight into the request's buffer or pages
+  NbdTag &t = tag_of(q, (unsigned)tag);
+  t.state = kReceiving;
+  DataIo io;
+  io.file = nq.fixed;
+  io.len = t.len;
+  io.socket = true;
+  io.then_target = true;
+  q.start_data((unsigned)tag, io);
+  nq.conn_ops++;
+}
+
+// A bulk receive: `res` more bytes in rx; every whole reply in it ends its request. Copy mode: a
+// read whose data is not all there yet gets the rest straight into its buffer, then the bulk
+// receive goes on.
+void on_bulk(QueueThread &q, NbdQueue &nq, int res) {
+  if (res <= 0) {
+    connection_lost(q, nq, res < 0 ? std::string("receive: ") + strerror(-res) : "the server closed it");
+    return;
+  }
+  nq.rx_tail += (uint32_t)res;
+  while (nq.rx_tail - nq.rx_head >= sizeof(WireReply)) {
+    WireReply r;
+    memcpy(&r, nq.rx.data() + nq.rx_head, sizeof(r));
+    const int tag = reply_tag(q, nq, r);
+    if (tag < 0) return;
+    nq.rx_head += sizeof(r);
+    if (complete_reply(q, (unsigned)tag, r)) continue;
+    NbdTag &t = tag_of(q, (unsigned)tag);
+    if (!nq.copy_mode) {
+      // cannot happen (no read was on the wire); the stream's framing would be lost
+      t.state = kQueued;
+      connection_lost(q, nq, "a read's data in the bulk receive buffer in zero-copy mode");
+      return;
+    }
+    const uint32_t have = std::min(t.len, nq.rx_tail - nq.rx_head);
+    memcpy(q.tag_buffer((unsigned)tag), nq.rx.data() + nq.rx_head, have);
+    nq.rx_head += have;
+    if (have == t.len) {
+      q.count(kCntBytesReceived, t.len);
+      t.state = kIdle;
+      q.complete((unsigned)tag, (int)t.len);
+      continue;
+    }
+    // rx is empty now: the rest of this read goes straight into its buffer
     t.state = kReceiving;
-    DataIo io;
-    io.file = nq.fixed;
-    io.len = t.len;
-    io.socket = true;
-    io.then_target = true;
-    q.start_data(tag, io);
+    t.rx_left = t.len - have;
+    struct io_uring_sqe *sqe = q.target_sqe((unsigned)tag, kOpRecvData, nq.conn);
+    io_uring_prep_recv(sqe, nq.fixed, q.tag_buffer((unsigned)tag) + have, t.rx_left, MSG_WAITALL);
+    sqe->flags |= IOSQE_FIXED_FILE;
     nq.conn_ops++;
     return;
   }
+  arm_recv(q, nq);
+}
+
+// Copy mode: the rest of a read's data arrived in its buffer.
+void on_bulk_data(QueueThread &q, NbdQueue &nq, unsigned tag, int res) {
+  NbdTag &t = tag_of(q, tag);
+  if (res != (int)t.rx_left) {
+    t.state = kQueued;  // to be sent again, or failed
+    connection_lost(q, nq, res < 0 ? std::string("receiving read data: ") + strerror(-res) : "the server closed it in a read's data");
+    return;
+  }
+  q.count(kCntBytesReceived, t.len);
   t.state = kIdle;
-  q.complete(tag, type == kCmdFlush ? 0 : (int)t.len);
+  q.complete(tag, (int)t.len);
   reply_done(q, nq);
 }
 
@@ -839,7 +949,15 @@ void nbd_io_done(QueueThread &q, const TargetCqe &c) {
       if (drained_old(q, nq, c.sub, kNoTag)) return;
       nq.conn_ops--;
       nq.recv_armed = false;
-      on_reply(q, nq, c.res);
+      if (nq.bulk_armed)
+        on_bulk(q, nq, c.res);
+      else
+        on_reply(q, nq, c.res);
+      return;
+    case kOpRecvData:
+      if (drained_old(q, nq, c.sub, c.tag)) return;
+      nq.conn_ops--;
+      on_bulk_data(q, nq, c.tag, c.res);
       return;
     case kOpTimer:
       on_tick(q, nq);
