@@ -208,7 +208,8 @@ function waitForQuietHost() {
 
 /**
  * Samples the server's resident memory (VmRSS) every 2 s while a job runs, from a shell loop beside
- * fio (the runner waits for fio synchronously). stop() gives { first, max, last, samples } in KiB.
+ * fio (the runner waits for fio synchronously). stop() gives { first, max, last, samples, series } in KiB
+ * (series: every sample, 2 s apart, so a soak shows whether memory levels off).
  */
 function rssSampler(pid) {
   const out = path.join(cfg.workDir, 'rss.txt');
@@ -219,7 +220,7 @@ function rssSampler(pid) {
     stop() {
       child.kill();
       const kb = fs.readFileSync(out, 'utf8').split('\n').filter(Boolean).map(Number);
-      return kb.length ? { first: kb[0], max: Math.max(...kb), last: kb[kb.length - 1], samples: kb.length } : null;
+      return kb.length ? { first: kb[0], max: Math.max(...kb), last: kb[kb.length - 1], samples: kb.length, series: kb } : null;
     },
   };
 }
