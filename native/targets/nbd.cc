@@ -811,10 +811,9 @@ int reply_tag(QueueThread &q, NbdQueue &nq, const WireReply &r) {
 bool complete_reply(QueueThread &q, unsigned tag, const WireReply &r) {
   NbdTag &t = tag_of(q, tag);
   const uint32_t err = ntohl(r.error);
-  const uint16_t type = ntohs(t.req.type);
-  if (err == 0 && type == kCmdRead && t.len > 0) return false;
+  if (err == 0 && is_data_read(t)) return false;
   t.state = kIdle;
-  q.complete(tag, err != 0 ? request_error(err) : type == kCmdFlush ? 0 : (int)t.len);
+  q.complete(tag, err != 0 ? request_error(err) : ntohs(t.req.type) == kCmdFlush ? 0 : (int)t.len);
   return true;
 }
 
