@@ -9,6 +9,7 @@
         "native/ctrl_bindings.cc",
         "native/queue_thread.cc",
         "native/queue_batch.cc",
+        "native/ring_watch.cc",
         "native/data_path.cc",
         "native/pkru.cc",
         "native/device.cc",

@@ -34,6 +34,8 @@ export const ROWS = [
   { name: 'base-loop-zc-auto', kind: 'ublk', impl: 'baseline', cli: ['-t', 'loop', '-f', '@FILE', '-z', '--zc-mode', 'auto'], mode: 'zc_auto', optIn: 'BENCH_BASELINE' },
   { name: 'base-loop-copy', kind: 'ublk', impl: 'baseline', cli: ['-t', 'loop', '-f', '@FILE'], mode: 'copy', optIn: 'BENCH_BASELINE' },
   { name: 'base-null-zc', kind: 'ublk', impl: 'baseline', cli: ['-t', 'null', '-z', '--size', '@SIZE'], mode: ['zc_auto', 'zc_explicit'], optIn: 'BENCH_BASELINE' },
+  { name: 'base-js-null', kind: 'ublk', impl: 'baseline', cli: ['-t', 'js', '--module', '@EXAMPLES/null-disk.mjs', '--set', 'size=@SIZE'], mode: 'copy', ref: 'ublk-null', optIn: 'BENCH_BASELINE' },
+  { name: 'base-js-memory', kind: 'ublk', impl: 'baseline', cli: ['-t', 'js', '--module', '@EXAMPLES/memory-disk.mjs', '--set', 'size=@SIZE'], mode: 'copy', ref: 'ublk-null', optIn: 'BENCH_BASELINE' },
   { name: 'base-nbd-copy', kind: 'ublk', impl: 'baseline', cli: ['-t', 'nbd', '--host', '127.0.0.1', '--port', '@NBDPORT'], mode: 'copy', ref: 'nbd-kernel', optIn: 'BENCH_BASELINE' },
   { name: 'base-nbd-zc', kind: 'ublk', impl: 'baseline', cli: ['-t', 'nbd', '--host', '127.0.0.1', '--port', '@NBDPORT', '-z'], mode: ['zc_auto', 'zc_explicit'], ref: 'nbd-kernel', optIn: 'BENCH_BASELINE' },
   // NBD: one nbdkit server (memory plugin, TCP on 127.0.0.1: -z needs TCP) that bench/run.mjs starts, behind the

@@ -57,13 +57,7 @@ int Device::start(std::vector<int> &tids, std::string &why, const Events &events
     return ret;
   }
   target_open_ = true;
-  // What a failed start undoes, once the queues (if any) are gone.
-  auto close_all = [this] {
-    cfg_.target->deinit(tdev_);
-    target_open_ = false;
-    close(cfg_.ublkc_fd);
-    cfg_.ublkc_fd = -1;
-  };
+  auto close_all = [this] { close_target(); };
 
   struct Wait {
     std::mutex mu;
@@ -97,11 +91,26 @@ int Device::start(std::vector<int> &tids, std::string &why, const Events &events
     }
   }
   queues_.reserve(nthreads);  // no reallocation while a concurrent stop walks the list
+  auto exited = [on_exit, exits](unsigned q) {
+    return [on_exit, exits, q](int err, const std::string &msg) {
+      {
+        std::lock_guard<std::mutex> l(exits->mu);
+        const bool last = --exits->left[q] == 0;
+        if (exits->reported[q] || (err == 0 && !last)) return;
+        exits->reported[q] = true;
+      }
+      on_exit(q, err, msg);
+    };
+  };
   for (unsigned q = 0; q < cfg_.nr_queues; q++) {
     for (unsigned w = 0; w < per_queue; w++) {
       queues_.emplace_back(new QueueThread(cfg_, tdev_, q, w));
       queues_.back()->on_report = events.report;
       queues_.back()->on_signal = events.signal;
+      if (served_here()) {
+        here_exits_.push_back(exited(q));  // set up on the event loop's thread (start_here)
+        continue;
+      }
       // One-queue disks of different ids, and the threads of one queue, start on different CPUs.
       if (!qcpus.empty()) queues_.back()->bind_to(thread_cpus(qcpus[q], cfg_.affinity, cfg_.dev_id + w));
       queues_.back()->start(
@@ -114,17 +123,10 @@ int Device::start(std::vector<int> &tids, std::string &why, const Events &events
             wait->reported++;
             wait->cv.notify_all();
           },
-          [on_exit, exits, q](int err, const std::string &msg) {
-            {
-              std::lock_guard<std::mutex> l(exits->mu);
-              const bool last = --exits->left[q] == 0;
-              if (exits->reported[q] || (err == 0 && !last)) return;
-              exits->reported[q] = true;
-            }
-            on_exit(q, err, msg);
-          });
+          exited(q));
     }
   }
+  if (served_here()) return 0;
   {
     std::unique_lock<std::mutex> l(wait->mu);
     wait->cv.wait(l, [&] { return wait->reported == nthreads; });
@@ -141,6 +143,49 @@ int Device::start(std::vector<int> &tids, std::string &why, const Events &events
   for (auto &q : queues_)
     if (q->worker() == 0) tids.push_back(q->tid());
   return 0;
+}
+
+int Device::start_here(std::vector<int> &tids, std::string &why,
+                       const std::function<std::unique_ptr<QueueThread::Watch>(QueueThread &)> &watch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int ret = 0;
+  for (size_t i = 0; i < queues_.size() && ret == 0; i++) {
+    QueueThread &q = *queues_[i];
+    std::string what;
+    ret = q.start_here(here_exits_[i], what);
+    if (ret < 0) {
+      why = "queue " + std::to_string(q.queue_id()) + ": " + what;
+      break;
+    }
+    std::unique_ptr<QueueThread::Watch> w = watch(q);
+    if (!w) {
+      ret = -EIO;
+      why = "queue " + std::to_string(q.queue_id()) + ": watching its ring on the event loop";
+      q.request_stop(true);
+      q.join();
+      break;
+    }
+    q.watch_with(std::move(w));
+  }
+  here_exits_.clear();
+  if (ret < 0) {
+    for (auto &q : queues_) q->request_stop(true);
+    for (auto &q : queues_) q->join();  // this thread: each ends its loop here
+    queues_.clear();
+    close_target();
+    return ret;
+  }
+  for (auto &q : queues_)
+    if (q->worker() == 0) tids.push_back(q->tid());
+  return 0;
+}
+
+// What a failed start undoes, once the queues (if any) are gone.
+void Device::close_target() {
+  cfg_.target->deinit(tdev_);
+  target_open_ = false;
+  close(cfg_.ublkc_fd);
+  cfg_.ublkc_fd = -1;
 }
 
 void Device::request_stop(bool force) {

@@ -30,6 +30,12 @@ class Device {
   // Opens /dev/ublkcN, sets the target up, starts every queue thread and waits until each has
   // FETCHed all its tags. On failure, everything started is undone before returning -errno.
   int start(std::vector<int> &tids, std::string &why, const Events &events);
+  // A target served on the event loop (TargetOps::on_event_loop): start() makes its queues but
+  // starts none; this, on the event loop's thread, sets each up there and hands its ring to
+  // `watch` (native/ring_watch.h). On failure everything is undone, as for start().
+  bool served_here() const { return cfg_.target->on_event_loop; }
+  int start_here(std::vector<int> &tids, std::string &why,
+                 const std::function<std::unique_ptr<QueueThread::Watch>(QueueThread &)> &watch);
   void request_stop(bool force);
   // Joins the queue threads and closes what start() opened. Idempotent.
   void join_and_close();
@@ -43,7 +49,10 @@ class Device {
   TargetDevice tdev_;  // the queue threads hold references to cfg_ and tdev_
   std::vector<std::unique_ptr<QueueThread>> queues_;
   bool target_open_ = false;
+  std::vector<std::function<void(int, const std::string &)>> here_exits_;  // start() -> start_here()
   std::mutex mu_;
+
+  void close_target();
 };
 
 // Every live device of this process, so the addon's cleanup hook can stop them all.

@@ -92,6 +92,56 @@ void QueueThread::request_stop(bool force) {
 
 void QueueThread::join() {
   if (thread_.joinable()) thread_.join();
+  if (!here_) return;
+  if (pthread_equal(pthread_self(), here_thread_)) {
+    // the event loop's own thread (a cleanup hook, a finalizer): nothing else will run the loop
+    if (here_done_) return;
+    loop();
+    finish_here();
+    return;
+  }
+  std::unique_lock<std::mutex> l(here_mu_);
+  here_cv_.wait(l, [this] { return here_done_; });
+}
+
+int QueueThread::start_here(std::function<void(int, const std::string &)> exited, std::string &why) {
+  here_ = true;
+  here_thread_ = pthread_self();
+  tid_.store((int)syscall(SYS_gettid));
+  here_exited_ = std::move(exited);
+  int ret = setup(why);
+  if (ret < 0) {
+    teardown();
+    std::lock_guard<std::mutex> l(here_mu_);
+    here_done_ = true;  // nothing to join; `exited` is not called for a queue that never started
+    here_cv_.notify_all();
+  }
+  return ret;
+}
+
+void QueueThread::pass_here() {
+  if (here_done_ || in_pass_) return;
+  in_pass_ = true;
+  const bool go_on = !loop_over() && pass(false) && !loop_over();
+  in_pass_ = false;
+  if (!go_on) finish_here();
+}
+
+// The loop of a queue served on the event loop ended: stop watching the ring before it closes.
+void QueueThread::finish_here() {
+  if (here_done_) return;
+  if (watch_) watch_->stop();
+  watch_.reset();
+  teardown();
+  const int err = loop_err_;
+  const std::string msg = err ? loop_msg_ : std::string();
+  {
+    std::lock_guard<std::mutex> l(here_mu_);
+    here_done_ = true;
+    here_cv_.notify_all();
+  }
+  QueueCounters::bump(counters_.js_calls);  // as the thread's one call at its end (start())
+  if (here_exited_) here_exited_(err, msg);
 }
 
 // ---- setup, on the queue thread ---------------------------------------------------------------
@@ -103,14 +153,18 @@ int QueueThread::setup(std::string &why) {
   // submits early if it does.
   unsigned entries = pow2_at_least(depth * 4 + 8);
 
-  // The fastest setup first; older kernels reject the newer flags with EINVAL.
-  const unsigned flag_sets[] = {
+  // The fastest setup first; older kernels reject the newer flags with EINVAL. A ring watched by
+  // an event loop (epoll) must see completions posted while its thread sleeps there: the kernel
+  // runs their task work at once (a notify signal), not only inside io_uring_enter as with
+  // DEFER_TASKRUN, or at the thread's next system call as with COOP_TASKRUN.
+  const unsigned thread_flags[] = {
       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
       IORING_SETUP_COOP_TASKRUN,
       0,
   };
+  const unsigned here_flags[] = {IORING_SETUP_SINGLE_ISSUER, 0, 0};
   int ret = -EINVAL;
-  for (unsigned flags : flag_sets) {
+  for (unsigned flags : here_ ? here_flags : thread_flags) {
     ret = io_uring_queue_init(entries, &ring_, flags);
     if (ret != -EINVAL) break;
   }
@@ -293,56 +347,70 @@ int QueueThread::replace_file(int fixed, int fd) {
 // ---- the loop ---------------------------------------------------------------------------------
 
 void QueueThread::loop() {
-  uint64_t deadline = 0;
-  for (;;) {
-    // Once the kernel aborted a command (STOP_DEV, or QUIESCE_DEV for a live upgrade) it hands
-    // out no more requests. We are done when every request we hold is committed: a command
-    // re-fetched by that last COMMIT_AND_FETCH may never come back (after QUIESCE_DEV nothing
-    // aborts it), and closing the ring cancels it.
-    bool drained = stopping_ && busy_ == 0 && data_inflight_ == 0;
-    if (abandon_) break;  // closing the ring cancels what is left; the kernel keeps the requests
-    if (drained) {
-      flush_commits();
-      io_uring_submit(&ring_);  // the last commits
-      break;
-    }
-    if (stop_requested_.load()) {
-      if (force_stop_.load() && data_inflight_ == 0) break;
-      uint64_t now = now_ns();
-      if (!deadline) deadline = now + kStopGraceNs;
-      if (now > deadline && data_inflight_ == 0) break;
-    }
-
-    struct io_uring_cqe *cqe = nullptr;
-    int ret;
-    flush_commits();
-    if (stop_requested_.load()) {
-      struct __kernel_timespec ts = {0, 100 * 1000 * 1000};
-      ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
-    } else {
-      ret = io_uring_submit_and_wait(&ring_, 1);
-    }
-    if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN) {
-      loop_err_ = ret;
-      loop_msg_ = "io_uring_submit_and_wait";
-      break;
-    }
-
-    // Every completion of this pass first, then the target I/O of the requests that arrived in
-    // it (start_arrived): the SQ then holds this pass's commits ahead of the new requests' I/O.
-    // A store that does its work inside io_uring_enter (a filesystem on a RAM disk, page-cache
-    // hits) would otherwise make the commits wait behind those copies (bench/README.md,
-    // "Commits before new backing I/O").
-    unsigned head, seen = 0;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
-      on_cqe(cqe);
-      seen++;
-    }
-    io_uring_cq_advance(&ring_, seen);
-    flush_commits();  // batch mode: its COMMIT_IO_CMDS, too, ahead of the new I/O
-    start_arrived();
-    if (ops_->pass_done) ops_->pass_done(*this);
+  while (!loop_over() && pass(true)) {
   }
+}
+
+// Whether the loop is over. Once the kernel aborted a command (STOP_DEV, or QUIESCE_DEV for a live
+// upgrade) it hands out no more requests: we are done when every request we hold is committed (a
+// command re-fetched by that last COMMIT_AND_FETCH may never come back: after QUIESCE_DEV nothing
+// aborts it, and closing the ring cancels it). The last commits are submitted here.
+bool QueueThread::loop_over() {
+  if (abandon_) return true;  // closing the ring cancels what is left; the kernel keeps the requests
+  if (stopping_ && busy_ == 0 && data_inflight_ == 0) {
+    flush_commits();
+    io_uring_submit(&ring_);
+    return true;
+  }
+  if (stop_requested_.load()) {
+    if (force_stop_.load() && data_inflight_ == 0) return true;
+    const uint64_t now = now_ns();
+    if (!stop_deadline_) stop_deadline_ = now + kStopGraceNs;
+    if (now > stop_deadline_ && data_inflight_ == 0) return true;
+  }
+  return false;
+}
+
+// One pass: submits what is queued, waits for a completion (`wait`; else takes only what is
+// there), handles every completion. false when the ring failed (loop_err_ says why).
+bool QueueThread::pass(bool wait) {
+  struct io_uring_cqe *cqe = nullptr;
+  int ret;
+  flush_commits();
+  if (!wait) {
+    ret = io_uring_submit(&ring_);
+  } else if (stop_requested_.load()) {
+    struct __kernel_timespec ts = {0, 100 * 1000 * 1000};
+    ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+  } else {
+    ret = io_uring_submit_and_wait(&ring_, 1);
+  }
+  if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN) {
+    loop_err_ = ret;
+    loop_msg_ = "io_uring_submit_and_wait";
+    return false;
+  }
+
+  // Every completion of this pass first, then the target I/O of the requests that arrived in
+  // it (start_arrived): the SQ then holds this pass's commits ahead of the new requests' I/O.
+  // A store that does its work inside io_uring_enter (a filesystem on a RAM disk, page-cache
+  // hits) would otherwise make the commits wait behind those copies (bench/README.md,
+  // "Commits before new backing I/O").
+  unsigned head, seen = 0;
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    on_cqe(cqe);
+    seen++;
+  }
+  io_uring_cq_advance(&ring_, seen);
+  flush_commits();  // batch mode: its COMMIT_IO_CMDS, too, ahead of the new I/O
+  start_arrived();
+  if (ops_->pass_done) ops_->pass_done(*this);
+  if (!wait) {
+    // nothing waits for the next pass: what the pass queued goes out now
+    flush_commits();
+    io_uring_submit(&ring_);
+  }
+  return true;
 }
 
 void QueueThread::arm_wake() {
@@ -381,6 +449,15 @@ void QueueThread::report(const char *level, const std::string &message) {
 }
 
 void QueueThread::wake_target() {
+  if (here_) {
+    if (here_done_ || !ops_->handle_event) return;
+    ops_->handle_event(*this);
+    flush_commits();
+    io_uring_submit(&ring_);
+    // the last request of a stopping queue: the loop ends now (inside a pass, when that pass ends)
+    if (!in_pass_ && stopping_ && busy_ == 0 && data_inflight_ == 0) pass_here();
+    return;
+  }
   target_woken_.store(true);
   wake();
 }

@@ -1,5 +1,8 @@
 // One thread serving (its share of the tags of) one hardware queue of a ublk device: its own
-// std::thread, its own io_uring, the queue's descriptor array.
+// std::thread, its own io_uring, the queue's descriptor array. A target whose requests go to
+// JavaScript (TargetOps::on_event_loop) has its queues served on Node's main thread instead: the
+// same loop, one pass each time the ring has completions (start_here / pass_here), so a request
+// crosses no thread on its way to JavaScript and back.
 //
 // Per tag the loop is FETCH -> (target handles the request) -> COMMIT_AND_FETCH, all on this
 // thread's ring, together with the target's own I/O; in batch mode the same with commands that
@@ -10,13 +13,16 @@
 #pragma once
 
 #include <liburing.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -108,7 +114,26 @@ class QueueThread {
   // Asks the loop to end. Graceful: after the kernel aborted every fetched command (STOP_DEV),
   // or after a grace period. Forced: as soon as in-flight target I/O drained.
   void request_stop(bool force);
+  // Waits until the loop ended. On the event loop's own thread (a queue served there) it runs
+  // the rest of the loop itself, blocking.
   void join();
+
+  // ---- a queue served on an event loop (TargetOps::on_event_loop), all on that loop's thread ---
+  // What watches the ring for it (native/ring_watch.cc): stopped before the ring closes.
+  struct Watch {
+    virtual ~Watch() = default;
+    virtual void stop() = 0;
+  };
+  // Sets the queue up on the calling thread (which becomes the queue's server) and FETCHes its
+  // tags: 0 or -errno with `why` (nothing is left: the ring is gone). `exited` as for start().
+  int start_here(std::function<void(int, const std::string &)> exited, std::string &why);
+  // After start_here: who watches the ring (owned here, stopped when the loop ends).
+  void watch_with(std::unique_ptr<Watch> w) { watch_ = std::move(w); }
+  int ring_fd() const { return ring_.ring_fd; }
+  // The ring has completions (or a stop is due): one pass without waiting; ends the loop when it
+  // is over (watch stopped, ring closed, `exited` called).
+  void pass_here();
+  bool stop_requested() const { return stop_requested_.load(); }
 
   unsigned worker() const { return worker_; }
   int tid() const { return tid_.load(); }
@@ -160,7 +185,8 @@ class QueueThread {
   // Thread-safe, from any thread: completes request `tag` (which this thread handed to the
   // target) on this thread's ring. Wakes the ring through its eventfd, once per batch.
   void post_completion(unsigned tag, int result);
-  // Thread-safe: wakes this thread, which then calls the target's handle_event.
+  // Thread-safe: wakes this thread, which then calls the target's handle_event. On a queue served
+  // on the event loop (called from there): handle_event at once, and what it completed is sent.
   void wake_target();
   // Adds to the target's counter `i` (TargetOps::counters), read when metrics are scraped.
   void count(unsigned i, uint64_t n = 1) { QueueCounters::bump(counters_.target[i], n); }
@@ -192,6 +218,9 @@ class QueueThread {
  private:
   int setup(std::string &why);
   void loop();
+  bool loop_over();
+  bool pass(bool wait);
+  void finish_here();
   void teardown();
   void queue_fetch(unsigned tag, bool commit, int result);
   void on_cqe(const struct io_uring_cqe *cqe);
@@ -282,9 +311,21 @@ class QueueThread {
   bool abandon_ = false;        // fail(..., true): leave without completing what we hold
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> force_stop_{false};
+  uint64_t stop_deadline_ = 0;  // a graceful stop leaves anyway after this (now_ns)
   int loop_err_ = 0;  // why the loop ended on its own, -errno
   std::string loop_msg_;
   QueueCounters counters_;
+
+  // served on an event loop (start_here): its thread, the ring's watch, and the end of the loop
+  // for a join() from another thread
+  bool here_ = false;
+  bool in_pass_ = false;
+  pthread_t here_thread_{};
+  std::unique_ptr<Watch> watch_;
+  std::function<void(int, const std::string &)> here_exited_;
+  std::mutex here_mu_;
+  std::condition_variable here_cv_;
+  bool here_done_ = false;
 };
 
 }  // namespace ublk

@@ -2,7 +2,8 @@
 //
 // Queue threads never call JavaScript on the I/O path. The only calls are rare events (a queue
 // ended) delivered through a ThreadSafeFunction, which also keeps Node's event loop alive while
-// the device is served.
+// the device is served. A target served on the event loop (the js target) gets its signal by a
+// direct call instead: its queues run on this thread.
 #include <napi.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 
 #include "device.h"
 #include "promise_worker.h"
+#include "ring_watch.h"
 
 namespace ublk {
 
@@ -222,14 +224,29 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     };
     // A target's signal (its work for JavaScript, once per pass): the value rides in the call's data
     // pointer, so nothing is allocated for it on the queue thread.
-    events.signal = [tsfn, self](unsigned index, uint32_t value) mutable {
-      void *data = reinterpret_cast<void *>(((uintptr_t)index << 32) | value);
-      tsfn.NonBlockingCall(data, [self](Napi::Env env, Napi::Function, void *d) {
+    if (dev->served_here()) {
+      // On this thread, from a pass of the ring (ring_watch.cc): a callback scope of its own, so
+      // the promises the handlers settle at once run (and commit) before the pass ends.
+      signal_ctx_ = std::make_unique<Napi::AsyncContext>(env, "ublk-target-signal");
+      events.signal = [self](unsigned index, uint32_t value) {
         if (self->signal_cb_.IsEmpty()) return;
-        const uintptr_t v = reinterpret_cast<uintptr_t>(d);
-        self->signal_cb_.Call({Napi::Number::New(env, (double)(v >> 32)), Napi::Number::New(env, (double)(v & 0xffffffffu))});
-      });
-    };
+        Napi::Env env = self->Env();
+        Napi::HandleScope scope(env);
+        self->signal_cb_.MakeCallback(self->Value(), {Napi::Number::New(env, index), Napi::Number::New(env, value)},
+                                      *self->signal_ctx_);
+        // no JavaScript below us to take it: Node's uncaught-exception handling, as for a TSFN call
+        if (env.IsExceptionPending()) napi_fatal_exception(env, env.GetAndClearPendingException().Value());
+      };
+    } else {
+      events.signal = [tsfn, self](unsigned index, uint32_t value) mutable {
+        void *data = reinterpret_cast<void *>(((uintptr_t)index << 32) | value);
+        tsfn.NonBlockingCall(data, [self](Napi::Env env, Napi::Function, void *d) {
+          if (self->signal_cb_.IsEmpty()) return;
+          const uintptr_t v = reinterpret_cast<uintptr_t>(d);
+          self->signal_cb_.Call({Napi::Number::New(env, (double)(v >> 32)), Napi::Number::New(env, (double)(v & 0xffffffffu))});
+        });
+      };
+    }
     auto *w = new StartWorker(env, dev, tids, why, events, this);
     Napi::Promise p = w->Promise();
     w->Queue();
@@ -249,6 +266,11 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     void Execute() override { res_ = dev_->start(*tids_, *why_, events_); }
     void OnOK() override {
       Napi::Env env = Env();
+      if (res_ == 0 && dev_->served_here()) {
+        uv_loop_t *loop = nullptr;
+        napi_get_uv_event_loop(env, &loop);
+        res_ = dev_->start_here(*tids_, *why_, [loop](QueueThread &q) { return watch_ring(loop, q); });
+      }
       if (res_ < 0) {
         owner_->ReleaseLoop();
         d_.Reject(make_error(env, "start queues", -res_, *why_).Value());
@@ -414,6 +436,7 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
   Napi::FunctionReference exit_cb_;
   Napi::FunctionReference report_cb_;
   Napi::FunctionReference signal_cb_;
+  std::unique_ptr<Napi::AsyncContext> signal_ctx_;
 };
 
 Napi::FunctionReference *g_server_ctor = nullptr;

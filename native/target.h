@@ -158,6 +158,10 @@ struct TargetOps {
   // Names of the target's own counters (at most kMaxTargetCounters, nullptr-terminated), kept per
   // queue thread in native memory (QueueThread::count) and exported with the metrics.
   const char *const *counters;
+  // Its queues are served on Node's main thread, on its event loop, instead of threads of their
+  // own (a target whose requests go to JavaScript: no hop between threads per request). Every op
+  // then runs on that thread; what blocks there blocks JavaScript.
+  bool on_event_loop = false;
 };
 
 // The target registry (target_registry.cc): every target by name, in one list.

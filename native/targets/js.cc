@@ -1,7 +1,8 @@
 // js target: a disk whose requests are served by JavaScript (a module's read/write/... handlers,
-// targets/js.ts). The queue thread stays native: it hands the requests of each loop pass to
-// JavaScript at once (one signal, one wake of the event loop), and takes the completions back in
-// batches through its ring (JavaScript writes them to shared memory and wakes the thread).
+// targets/js.ts). Its queues are served on Node's main thread (on_event_loop): a pass of a queue's
+// ring hands the pass's requests to JavaScript at once (one call), and JavaScript's completions
+// are committed on the ring as they are written (wake, once per turn of JavaScript's microtasks).
+// Why not a queue thread of its own: bench/README.md, "JavaScript on the event loop".
 //
 // Shared with JavaScript per queue thread ("requests", 32-bit words; n = the queue depth):
 //   [0]              n
@@ -123,6 +124,7 @@ extern const TargetOps js_target = {
     js_pass_done,
     nullptr,  // probe
     nullptr,  // counters
+    /*on_event_loop*/ true,
 };
 
 }  // namespace ublk
