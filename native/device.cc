@@ -190,15 +190,17 @@ void Device::close_target() {
 
 void Device::request_stop(bool force) {
   // Not under mu_: start() holds it while waiting for the queues, and a stop must reach them.
-  // queues_ only changes under mu_ in start() before it returns, and in join_and_close().
+  // queues_ only changes under mu_ in start() / start_here() before they return.
   for (auto &q : queues_) q->request_stop(force);
 }
 
 void Device::join_and_close() {
   std::lock_guard<std::mutex> lock(mu_);
+  // The queues' rings are closed when their loops end, before the char device closes: DEL_DEV
+  // waits for both. The QueueThread objects stay until this Device goes: JavaScript on the main
+  // thread may still read their counters (a scrape) or wake one (a handler settling late) while a
+  // stop runs here on a worker thread, and an ended queue answers both safely.
   for (auto &q : queues_) q->join();
-  // The queues (and their rings) go before the char device closes: DEL_DEV waits for both.
-  queues_.clear();
   if (target_open_) cfg_.target->deinit(tdev_);
   target_open_ = false;
   if (cfg_.ublkc_fd >= 0) close(cfg_.ublkc_fd);

@@ -1,9 +1,10 @@
-// The JavaScript half of the js target's data path: takes each queue thread's requests from the
-// memory it shares (native/targets/js.cc has the layout), calls the target's handlers with views of
-// the requests' own buffers, writes the completions back and wakes the thread once per batch.
+// The JavaScript half of the js target's data path: takes each queue's requests from the memory
+// it shares (native/targets/js.cc has the layout), calls the target's handlers with views of the
+// requests' own buffers, writes the completions back and has them committed once per batch.
 //
-// Per pass of a queue's ring: one signal in (the number after its last request), one wake out
-// (after the completions written in one turn of the event loop). Per request: no copy, and no
+// The queues are served on this thread (native: TargetOps::on_event_loop). Per pass of a queue's
+// ring: one signal in (the number after its last request), one wake out (after the completions
+// written in one turn of the microtasks: the native side commits them at once). Per request: no copy, and no
 // allocation in the hand-off once a tag has seen a length (its views are kept); what the handler
 // itself allocates (its promise) is its own.
 

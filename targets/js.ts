@@ -1,7 +1,8 @@
 // The js target: a disk served by JavaScript. `ublk-ts add -t js --module ./my-disk.mjs --set k=v`
 // imports the module, whose default export makes a BlockTarget (js-api.ts) from the --set options;
-// `createDevice(target, options)` (daemon/library.ts) hands one over directly. The queue threads
-// stay native (native/targets/js.cc) and pass requests to js-host.ts in batches. Copy mode only:
+// `createDevice(target, options)` (daemon/library.ts) hands one over directly. The queues' rings
+// stay native (native/targets/js.cc), served on this thread's event loop, and pass requests to
+// js-host.ts in batches. Copy mode only:
 // the JavaScript handlers read and write the requests' bytes.
 
 import * as path from 'node:path';

@@ -14,7 +14,6 @@
 // number is its place in the ring; the signal carries the number after the last one of the pass.
 #include <sys/mman.h>
 
-#include <atomic>
 #include <cstring>
 
 #include "../queue_thread.h"
@@ -86,16 +85,15 @@ void js_queue_io(QueueThread &q, unsigned tag) {
 void js_pass_done(QueueThread &q) {
   JsQueue &j = jsq(q);
   if (j.arrived == j.signalled) return;
-  // the words above are written before JavaScript may read them (the signal's queue orders it)
-  std::atomic_thread_fence(std::memory_order_release);
+  // JavaScript reads the words above inside this call, on this thread (on_event_loop)
   j.signalled = j.arrived;
   q.signal(j.arrived);
 }
 
-// JavaScript wrote completions and woke us: complete them on this ring.
+// JavaScript wrote completions and called wake (on this thread): complete them on this ring.
 void js_handle_event(QueueThread &q) {
   JsQueue &j = jsq(q);
-  const uint32_t tail = __atomic_load_n(&j.words[1], __ATOMIC_ACQUIRE);
+  const uint32_t tail = j.words[1];
   while (j.done != tail) {
     const uint32_t *c = j.completions() + 2 * (j.done % j.n);
     const unsigned tag = c[0];

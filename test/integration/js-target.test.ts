@@ -29,7 +29,7 @@ function fioVerify(id: number): void {
 
 describe('js target: the in-memory disk', () => {
   for (const q of [1, 4]) {
-    test(`${q} queue(s): fio crc32c verify; list shows the module`, () => {
+    test(`${q} queue(s): fio crc32c verify; list shows the module; the queues are served on the server's main thread`, () => {
       const id = addDevice(['-t', 'js', '--module', EX('memory-disk.mjs'), '--set', 'size=128M', '-q', String(q)]);
       try {
         const l = JSON.parse(cli(['list', '-n', String(id), '--json']).stdout)[0];
@@ -37,6 +37,11 @@ describe('js target: the in-memory disk', () => {
         assert.equal(l.target.module, EX('memory-disk.mjs'));
         assert.equal(l.target.dev_size, 128 << 20);
         assert.equal(l.data_mode, 'copy');
+        // on the event loop (TargetOps::on_event_loop): no queue thread of its own
+        assert.equal(l.queues.length, q);
+        for (const qv of l.queues) assert.equal(qv.tid, l.daemon_pid, `queue ${qv.qid} tid ${qv.tid}, server pid ${l.daemon_pid}`);
+        const names = fs.readdirSync(`/proc/${l.daemon_pid}/task`).map((t) => fs.readFileSync(`/proc/${l.daemon_pid}/task/${t}/comm`, 'utf8').trim());
+        assert.ok(!names.some((n) => n.startsWith(`ublk${id}-q`)), `queue threads: ${names.join(', ')}`);
         fioVerify(id);
       } finally {
         delDevice(id);
