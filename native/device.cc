@@ -148,6 +148,10 @@ int Device::start(std::vector<int> &tids, std::string &why, const Events &events
 int Device::start_here(std::vector<int> &tids, std::string &why,
                        const std::function<std::unique_ptr<QueueThread::Watch>(QueueThread &)> &watch) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (cfg_.ublkc_fd < 0) {  // a stop came between start() and this
+    why = "stopped while starting";
+    return -ECANCELED;
+  }
   int ret = 0;
   for (size_t i = 0; i < queues_.size() && ret == 0; i++) {
     QueueThread &q = *queues_[i];
@@ -180,31 +184,36 @@ int Device::start_here(std::vector<int> &tids, std::string &why,
   return 0;
 }
 
-// What a failed start undoes, once the queues (if any) are gone.
+// What a failed start or a stop undoes, once the queues (if any) are gone. Idempotent.
 void Device::close_target() {
-  cfg_.target->deinit(tdev_);
+  if (target_open_) cfg_.target->deinit(tdev_);
   target_open_ = false;
-  close(cfg_.ublkc_fd);
+  if (cfg_.ublkc_fd >= 0) close(cfg_.ublkc_fd);
   cfg_.ublkc_fd = -1;
 }
 
 void Device::request_stop(bool force) {
   // Not under mu_: start() holds it while waiting for the queues, and a stop must reach them.
-  // queues_ only changes under mu_ in start() / start_here() before they return.
+  // queues_ only changes under mu_ in start() / start_here() before they return, and in
+  // join_and_close().
   for (auto &q : queues_) q->request_stop(force);
 }
 
 void Device::join_and_close() {
   std::lock_guard<std::mutex> lock(mu_);
-  // The queues' rings are closed when their loops end, before the char device closes: DEL_DEV
-  // waits for both. The QueueThread objects stay until this Device goes: JavaScript on the main
-  // thread may still read their counters (a scrape) or wake one (a handler settling late) while a
-  // stop runs here on a worker thread, and an ended queue answers both safely.
   for (auto &q : queues_) q->join();
-  if (target_open_) cfg_.target->deinit(tdev_);
-  target_open_ = false;
-  if (cfg_.ublkc_fd >= 0) close(cfg_.ublkc_fd);
-  cfg_.ublkc_fd = -1;
+  // The queues (and their rings) go before the char device closes: DEL_DEV waits for both. Under
+  // queues_mu_: JavaScript may be reading them (with_queues: a scrape, a late wake) meanwhile.
+  {
+    std::lock_guard<std::mutex> l(queues_mu_);
+    queues_.clear();
+  }
+  close_target();
+}
+
+void Device::with_queues(const std::function<void(const std::vector<std::unique_ptr<QueueThread>> &)> &f) {
+  std::lock_guard<std::mutex> l(queues_mu_);
+  f(queues_);
 }
 
 namespace {

@@ -40,7 +40,9 @@ class Device {
   // Joins the queue threads and closes what start() opened. Idempotent.
   void join_and_close();
 
-  const std::vector<std::unique_ptr<QueueThread>> &queues() const { return queues_; }
+  // Calls `f` with the queues, which a stop on another thread does not free meanwhile (an empty
+  // list once the device stopped). For JavaScript's reads of them (counters, memory, wake).
+  void with_queues(const std::function<void(const std::vector<std::unique_ptr<QueueThread>> &)> &f);
   const DeviceConfig &config() const { return cfg_; }
 
  private:
@@ -51,6 +53,7 @@ class Device {
   bool target_open_ = false;
   std::vector<std::function<void(int, const std::string &)>> here_exits_;  // start() -> start_here()
   std::mutex mu_;
+  std::mutex queues_mu_;  // join_and_close's clear against with_queues
 
   void close_target();
 };

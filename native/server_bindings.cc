@@ -338,7 +338,12 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
   // One entry per queue; a queue served by several threads reports the sum of their counters.
   Napi::Value Stats(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    const auto &qs = device_->queues();
+    Napi::Array out;
+    device_->with_queues([&](const std::vector<std::unique_ptr<QueueThread>> &qs) { out = StatsOf(env, qs); });
+    return out;
+  }
+
+  Napi::Array StatsOf(Napi::Env env, const std::vector<std::unique_ptr<QueueThread>> &qs) {
     const unsigned per_queue = device_->config().threads_per_queue;
     const size_t nq = qs.size() / per_queue;
     Napi::Array out = Napi::Array::New(env, nq);
@@ -393,23 +398,33 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     return env.Undefined();
   }
 
-  QueueThread *ThreadAt(const Napi::CallbackInfo &info) {
-    const auto &qs = device_->queues();
-    if (info.Length() < 1 || !info[0].IsNumber() || info[0].As<Napi::Number>().Uint32Value() >= qs.size()) {
+  // The thread index a call names (a RangeError when it is not a number).
+  bool ThreadIndex(const Napi::CallbackInfo &info, unsigned *index) {
+    if (info.Length() < 1 || !info[0].IsNumber()) {
       Napi::RangeError::New(info.Env(), "no such queue thread").ThrowAsJavaScriptException();
-      return nullptr;
+      return false;
     }
-    return qs[info[0].As<Napi::Number>().Uint32Value()].get();
+    *index = info[0].As<Napi::Number>().Uint32Value();
+    return true;
   }
 
   // memory(thread): what the thread shares with JavaScript, by name, as ArrayBuffers over the same
   // bytes; each keeps its region alive until it is collected.
   Napi::Value Memory(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    QueueThread *q = ThreadAt(info);
-    if (!q) return env.Undefined();
+    unsigned i;
+    if (!ThreadIndex(info, &i)) return env.Undefined();
+    std::vector<std::pair<std::string, std::shared_ptr<SharedRegion>>> shared;
+    bool found = false;
+    device_->with_queues([&](const std::vector<std::unique_ptr<QueueThread>> &qs) {
+      if (i < qs.size()) shared = qs[i]->exposed(), found = true;
+    });
+    if (!found) {
+      Napi::RangeError::New(env, "no such queue thread").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
     Napi::Object out = Napi::Object::New(env);
-    for (auto &e : q->exposed()) {
+    for (auto &e : shared) {
       auto *hold = new std::shared_ptr<SharedRegion>(e.second);
       out.Set(e.first, Napi::ArrayBuffer::New(env, e.second->ptr, e.second->len,
                                               [](Napi::Env, void *, std::shared_ptr<SharedRegion> *h) { delete h; }, hold));
@@ -418,9 +433,13 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
   }
 
   // wake(thread): the thread's target gets handle_event (work JavaScript finished: completions).
+  // A queue that ended (the device stopped) has nothing to do with it: no error.
   Napi::Value Wake(const Napi::CallbackInfo &info) {
-    QueueThread *q = ThreadAt(info);
-    if (q) q->wake_target();
+    unsigned i;
+    if (!ThreadIndex(info, &i)) return info.Env().Undefined();
+    device_->with_queues([&](const std::vector<std::unique_ptr<QueueThread>> &qs) {
+      if (i < qs.size()) qs[i]->wake_target();
+    });
     return info.Env().Undefined();
   }
 
