@@ -57,8 +57,6 @@ int Device::start(std::vector<int> &tids, std::string &why, const Events &events
     return ret;
   }
   target_open_ = true;
-  auto close_all = [this] { close_target(); };
-
   struct Wait {
     std::mutex mu;
     std::condition_variable cv;
@@ -86,7 +84,7 @@ int Device::start(std::vector<int> &tids, std::string &why, const Events &events
     ret = queue_cpus(cfg_.dev_id, q, &qcpus[q]);
     if (ret < 0) {
       why = "queue " + std::to_string(q) + ": GET_QUEUE_AFFINITY (its CPUs, within those this process may use)";
-      close_all();
+      close_target();
       return ret;
     }
   }
@@ -133,15 +131,10 @@ int Device::start(std::vector<int> &tids, std::string &why, const Events &events
   }
   if (wait->err < 0) {
     why = wait->why;
-    for (auto &q : queues_) q->request_stop(true);
-    for (auto &q : queues_) q->join();
-    queues_.clear();
-    close_all();
+    undo_start();
     return wait->err;
   }
-  // One thread id per queue (its first thread), as `list` shows them.
-  for (auto &q : queues_)
-    if (q->worker() == 0) tids.push_back(q->tid());
+  queue_tids(tids);
   return 0;
 }
 
@@ -173,15 +166,25 @@ int Device::start_here(std::vector<int> &tids, std::string &why,
   }
   here_exits_.clear();
   if (ret < 0) {
-    for (auto &q : queues_) q->request_stop(true);
-    for (auto &q : queues_) q->join();  // this thread: each ends its loop here
-    queues_.clear();
-    close_target();
+    undo_start();  // on this thread: each queue ends its loop here
     return ret;
   }
+  queue_tids(tids);
+  return 0;
+}
+
+// A start that failed: every queue stopped at once and gone, then the target and /dev/ublkcN.
+void Device::undo_start() {
+  for (auto &q : queues_) q->request_stop(true);
+  for (auto &q : queues_) q->join();
+  queues_.clear();
+  close_target();
+}
+
+// One thread id per queue (its first thread), as `list` shows them.
+void Device::queue_tids(std::vector<int> &tids) const {
   for (auto &q : queues_)
     if (q->worker() == 0) tids.push_back(q->tid());
-  return 0;
 }
 
 // What a failed start or a stop undoes, once the queues (if any) are gone. Idempotent.

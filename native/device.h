@@ -56,6 +56,8 @@ class Device {
   std::mutex queues_mu_;  // join_and_close's clear against with_queues
 
   void close_target();
+  void undo_start();
+  void queue_tids(std::vector<int> &tids) const;
 };
 
 // Every live device of this process, so the addon's cleanup hook can stop them all.

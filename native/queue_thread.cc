@@ -140,7 +140,7 @@ void QueueThread::finish_here() {
     here_done_ = true;
     here_cv_.notify_all();
   }
-  QueueCounters::bump(counters_.js_calls);  // as the thread's one call at its end (start())
+  QueueCounters::bump(counters_.js_calls);  // the "queue ended" event, counted as for a thread (start())
   if (here_exited_) here_exited_(err, msg);
 }
 
