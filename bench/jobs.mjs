@@ -29,6 +29,11 @@ export const ROWS = [
   // Two queues, both served by the one JavaScript thread: does it keep up (srv_js_cpu_pct)?
   { name: 'ublk-js-null-2q', kind: 'ublk', cli: ['-t', 'js', '--module', '@EXAMPLES/null-disk.mjs', '--set', 'size=@SIZE', '-q', '2'], mode: 'copy', ref: 'ublk-null', optIn: 'BENCH_JS' },
   { name: 'ublk-js-memory', kind: 'ublk', cli: ['-t', 'js', '--module', '@EXAMPLES/memory-disk.mjs', '--set', 'size=@SIZE'], mode: 'copy', ref: 'ublk-null', optIn: 'BENCH_JS' },
+  // Busy polling (--busy-poll 200: after a pass with work the queue polls its ring 200 µs before
+  // it sleeps), against the native null target without it: js null, the memory disk, native null.
+  { name: 'ublk-js-null-bp', kind: 'ublk', cli: ['-t', 'js', '--module', '@EXAMPLES/null-disk.mjs', '--set', 'size=@SIZE', '--busy-poll', '200'], mode: 'copy', ref: 'ublk-null', optIn: 'BENCH_JS' },
+  { name: 'ublk-js-memory-bp', kind: 'ublk', cli: ['-t', 'js', '--module', '@EXAMPLES/memory-disk.mjs', '--set', 'size=@SIZE', '--busy-poll', '200'], mode: 'copy', ref: 'ublk-null', optIn: 'BENCH_JS' },
+  { name: 'ublk-null-bp', kind: 'ublk', cli: ['-t', 'null', '--size', '@SIZE', '--busy-poll', '200'], mode: 'copy', ref: 'ublk-null' },
   // The same rows from another ublk-ts checkout (BENCH_BASELINE=/path/to/checkout, built there):
   // an A/B of two commits in one boot, e.g. before and after a change to the engine.
   { name: 'base-loop-zc-auto', kind: 'ublk', impl: 'baseline', cli: ['-t', 'loop', '-f', '@FILE', '-z', '--zc-mode', 'auto'], mode: 'zc_auto', optIn: 'BENCH_BASELINE' },
@@ -121,6 +126,8 @@ export const CHECKS = [
     text: '4k randread QD32: js null >= 0.6x native null IOPS' },
   { id: 'js-null-4k-randread-qd1-vs-null', row: 'ublk-js-null', ref: 'ublk-null', job: '4k-randread-qd1', metric: 'iops', min: 1 / 1.5, extra: true,
     text: '4k randread QD1: js null latency <= 1.5x native null (IOPS >= 0.67x)' },
+  { id: 'js-null-bp-4k-randread-qd1-vs-null', row: 'ublk-js-null-bp', ref: 'ublk-null', job: '4k-randread-qd1', metric: 'iops', min: 1 / 1.5, extra: true,
+    text: '4k randread QD1: js null with --busy-poll 200 latency <= 1.5x native null without (IOPS >= 0.67x)' },
   ...['128k-read-qd32', '128k-write-qd32'].map((job) => ({ id: `js-memory-${job}-vs-null`, row: 'ublk-js-memory', ref: 'ublk-null', job, metric: 'mibps', min: 0.5, extra: true,
     text: `${job}: js in-memory disk >= 0.5x native null MiB/s` })),
   // "At least what ublksrv reached", taken literally (reported only where its opt-in row ran).

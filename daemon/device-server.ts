@@ -298,6 +298,7 @@ export class DeviceServer {
       // From the spec (add's, or the one saved for recover): the device's flags do not say it.
       threadsPerQueue: spec.threadsPerQueue,
       affinity: spec.affinity,
+      busyPollUs: spec.busyPoll,
       ...(this.deps.testFaults ? { testFaults: this.deps.testFaults } : {}),
     };
     const server = this.binding.createServer(opts);

@@ -27,6 +27,8 @@ export interface DeviceOptions {
   maxIoBufBytes?: number | string;
   readOnly?: boolean;
   affinity?: 'cpu' | 'queue' | 'none';
+  /** µs a queue polls its ring after a pass with work before it sleeps (default 0: sleeps at once) */
+  busyPoll?: number;
   ioScheduler?: string;
   /** a request not settled after this many seconds fails with ETIMEDOUT (default 30; 0: never) */
   ioTimeout?: number;

@@ -114,6 +114,8 @@ export function deviceJson(e: ListEntry): Record<string, unknown> {
     // threads serving each queue (--threads-per-queue; `tid` above is the first of them): the
     // text layout is ublksrv's and has no place for it
     threads_per_queue: e.state ? e.state.spec.threadsPerQueue : null,
+    // --busy-poll, µs (0: off); a state file from before it had none
+    busy_poll_us: e.state ? (e.state.spec.busyPoll ?? 0) : null,
     target: targetJson(e) ?? null,
     managed: e.state !== undefined,
   };

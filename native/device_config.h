@@ -38,6 +38,10 @@ struct DeviceConfig {
   unsigned threads_per_queue = 1;
   // Where queue threads run (affinity.h); `ublk-ts add` asks for OneCpu unless told otherwise.
   Affinity affinity = Affinity::None;
+  // After a pass of its ring that had work, a queue polls the ring this long before it sleeps
+  // (a queue thread: io_uring_enter without waiting; on the event loop: an idle handle), so a
+  // request that follows within it is seen without a wake-up. 0: sleep at once.
+  unsigned busy_poll_us = 0;
   TestFaults faults;
 };
 

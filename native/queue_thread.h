@@ -134,6 +134,9 @@ class QueueThread {
   // is over (watch stopped, ring closed, `exited` called).
   void pass_here();
   bool stop_requested() const { return stop_requested_.load(); }
+  // Busy polling (DeviceConfig::busy_poll_us): a pass had work less than that long ago, and the
+  // loop is not ending. Its watch keeps passing without sleeping while this holds.
+  bool polling() const;
 
   unsigned worker() const { return worker_; }
   int tid() const { return tid_.load(); }
@@ -312,6 +315,7 @@ class QueueThread {
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> force_stop_{false};
   uint64_t stop_deadline_ = 0;  // a graceful stop leaves anyway after this (now_ns)
+  uint64_t poll_until_ = 0;     // busy polling: the last pass with work ended this + busy_poll_us (now_ns)
   int loop_err_ = 0;  // why the loop ended on its own, -errno
   std::string loop_msg_;
   QueueCounters counters_;

@@ -1,52 +1,93 @@
 #include "ring_watch.h"
 
+#include <array>
+
 namespace ublk {
 
 namespace {
 
-// libuv frees a handle only after its close callback: the handles live on the heap, apart from
-// the watch, and know nothing of the queue once stopped.
+// libuv frees a handle only after its close callback, so the handles live on the heap apart from
+// the watch, and forget the queue once stopped (a callback already queued then does nothing).
+struct Handles {
+  QueueThread *q = nullptr;
+  uv_poll_t poll;
+  uv_timer_t timer;
+  uv_idle_t idle;  // busy polling: a pass each turn of the loop, which then never sleeps
+  int open = 0;    // handles not yet closed
+};
+
+Handles *of(uv_handle_t *h) { return static_cast<Handles *>(h->data); }
+
+// After a pass: go on polling without sleeping while the queue asks for it (QueueThread::polling).
+void after_pass(Handles *hs) {
+  if (!hs->q) return;  // the pass ended the loop: the watch is stopped
+  if (hs->q->polling()) uv_idle_start(&hs->idle, [](uv_idle_t *h) {
+    Handles *s = of(reinterpret_cast<uv_handle_t *>(h));
+    if (!s->q || !s->q->polling()) {
+      uv_idle_stop(h);
+      return;
+    }
+    s->q->pass_here();
+  });
+}
+
 class RingWatch : public QueueThread::Watch {
  public:
   // 0 or a libuv error (the watch then holds nothing)
   int start(uv_loop_t *loop, QueueThread &q) {
-    poll_ = new uv_poll_t;
-    poll_->data = &q;
-    int ret = uv_poll_init(loop, poll_, q.ring_fd());
+    auto *hs = new Handles();
+    hs->q = &q;
+    int ret = uv_poll_init(loop, &hs->poll, q.ring_fd());
     if (ret < 0) {
-      delete poll_;
-      poll_ = nullptr;
+      delete hs;
       return ret;
     }
-    timer_ = new uv_timer_t;
-    timer_->data = &q;
-    uv_timer_init(loop, timer_);
-    uv_poll_start(poll_, UV_READABLE, [](uv_poll_t *h, int, int) { static_cast<QueueThread *>(h->data)->pass_here(); });
+    uv_timer_init(loop, &hs->timer);
+    uv_idle_init(loop, &hs->idle);
+    for (uv_handle_t *h : handles(hs)) h->data = hs;
+    hs->open = 3;
+    hs_ = hs;
+    uv_poll_start(&hs->poll, UV_READABLE, [](uv_poll_t *h, int, int) {
+      Handles *s = of(reinterpret_cast<uv_handle_t *>(h));
+      if (!s->q) return;
+      s->q->pass_here();
+      after_pass(s);
+    });
     uv_timer_start(
-        timer_,
+        &hs->timer,
         [](uv_timer_t *h) {
-          auto *q = static_cast<QueueThread *>(h->data);
-          if (q->stop_requested()) q->pass_here();
+          Handles *s = of(reinterpret_cast<uv_handle_t *>(h));
+          if (s->q && s->q->stop_requested()) s->q->pass_here();
         },
         100, 100);
-    uv_unref(reinterpret_cast<uv_handle_t *>(timer_));  // the server's own handle keeps the loop alive
+    uv_unref(reinterpret_cast<uv_handle_t *>(&hs->timer));  // the server's own handle keeps the loop alive
+    uv_unref(reinterpret_cast<uv_handle_t *>(&hs->idle));
     return 0;
   }
   ~RingWatch() override { stop(); }
 
   void stop() override {
-    if (!poll_) return;
-    uv_poll_stop(poll_);
-    uv_timer_stop(timer_);
-    uv_close(reinterpret_cast<uv_handle_t *>(poll_), [](uv_handle_t *h) { delete reinterpret_cast<uv_poll_t *>(h); });
-    uv_close(reinterpret_cast<uv_handle_t *>(timer_), [](uv_handle_t *h) { delete reinterpret_cast<uv_timer_t *>(h); });
-    poll_ = nullptr;
-    timer_ = nullptr;
+    Handles *hs = hs_;
+    if (!hs) return;
+    hs_ = nullptr;
+    hs->q = nullptr;
+    uv_poll_stop(&hs->poll);
+    uv_timer_stop(&hs->timer);
+    uv_idle_stop(&hs->idle);
+    for (uv_handle_t *h : handles(hs)) {
+      uv_close(h, [](uv_handle_t *c) {
+        Handles *s = of(c);
+        if (--s->open == 0) delete s;
+      });
+    }
   }
 
  private:
-  uv_poll_t *poll_ = nullptr;
-  uv_timer_t *timer_ = nullptr;
+  static std::array<uv_handle_t *, 3> handles(Handles *hs) {
+    return {reinterpret_cast<uv_handle_t *>(&hs->poll), reinterpret_cast<uv_handle_t *>(&hs->timer),
+            reinterpret_cast<uv_handle_t *>(&hs->idle)};
+  }
+  Handles *hs_ = nullptr;
 };
 
 }  // namespace

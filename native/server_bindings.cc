@@ -119,6 +119,7 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     cfg.batch = flag("batchIo", false);
     cfg.read_only = flag("readOnly", false);
     cfg.threads_per_queue = num("threadsPerQueue", 1);
+    cfg.busy_poll_us = num("busyPollUs", 0);
     std::string aff = str("affinity");
     if (aff == "cpu") cfg.affinity = Affinity::OneCpu;
     else if (aff == "queue") cfg.affinity = Affinity::Queue;
@@ -134,6 +135,10 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
     }
     if (cfg.threads_per_queue < 1 || cfg.threads_per_queue > cfg.depth || (cfg.batch && cfg.threads_per_queue > 1)) {
       Napi::RangeError::New(env, "threadsPerQueue must be 1..depth, and 1 with batchIo").ThrowAsJavaScriptException();
+      return;
+    }
+    if (cfg.busy_poll_us > 1000 * 1000) {
+      Napi::RangeError::New(env, "busyPollUs must be 0..1000000").ThrowAsJavaScriptException();
       return;
     }
     Napi::Value faults = o.Get("testFaults");

@@ -22,6 +22,7 @@ export const LIMITS = {
   maxDepth: 4096,
   /** more threads than CPUs only adds switching; 64 covers large machines */
   maxThreadsPerQueue: 64,
+  maxBusyPollUs: 100000,
   logicalBlockSizes: [512, 1024, 2048, 4096] as const,
   maxIoBufBytes: 32 * 1024 * 1024,
   ioBufAlign: 4096,
@@ -92,6 +93,13 @@ export const COMMON_OPTIONS = {
     // A queue thread the scheduler may move gets pulled next to whoever wakes it, the application
     // submitting I/O, and then shares that CPU with it; ublksrv binds its queue threads to one CPU.
     default: 'cpu',
+  },
+  busyPoll: {
+    cli: { long: '--busy-poll', aliases: ['--busy_poll'], arg: '<µs>' },
+    description:
+      "after a pass of a queue's ring that had work, poll the ring this long before sleeping: less latency at low queue depth for CPU time (0: sleep at once; default: 0)",
+    kind: kinds.int(0, LIMITS.maxBusyPollUs),
+    default: 0,
   },
   maxIoBufBytes: {
     cli: { long: '--max_io_buf_bytes', aliases: ['--max-io-buf-bytes'], arg: '<bytes>' },

@@ -100,6 +100,8 @@ export interface ServeOptions {
   threadsPerQueue?: number;
   /** where the queue threads run (add-options' QueueAffinity); absent: the scheduler decides */
   affinity?: 'cpu' | 'queue' | 'none';
+  /** µs a queue polls its ring after a pass that had work, before it sleeps; absent or 0: never */
+  busyPollUs?: number;
   /** writes, discards and write-zeroes fail with EROFS before the target sees them */
   readOnly?: boolean;
   /** the target: its name picks the native operations table, its options go to its init */

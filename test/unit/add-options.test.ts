@@ -31,6 +31,7 @@ test('defaults', () => {
     batchIo: false,
     threadsPerQueue: 1,
     affinity: 'cpu',
+    busyPoll: 0,
     recovery: false,
     recoveryReissue: false,
     recoveryFailIo: false,
@@ -91,6 +92,13 @@ test('--threads-per-queue: 1 up to the depth (at most 64), not with --batch-io',
   ]);
   // one thread and batch I/O go together
   assert.equal(validateAddOptions({ target: 'null', threadsPerQueue: '1', batchIo: true }, env).batchIo, true);
+});
+
+test('--busy-poll: µs from 0 (default, off) to 100000', () => {
+  assert.equal(validateAddOptions({ target: 'null' }, env).busyPoll, 0);
+  assert.equal(validateAddOptions({ target: 'null', busyPoll: '200' }, env).busyPoll, 200);
+  assert.deepEqual(problems({ target: 'null', busyPoll: 100001 }), ['--busy-poll must be a whole number from 0 to 100000, not 100001']);
+  assert.deepEqual(problems({ target: 'null', busyPoll: -1 }), ['--busy-poll must be a whole number from 0 to 100000, not -1']);
 });
 
 test('--affinity: cpu (default), queue or none', () => {

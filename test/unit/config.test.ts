@@ -122,7 +122,7 @@ test('every problem of a bad config is listed at once, each with its file and JS
   });
   const p = problems({ path: f });
   const known =
-    'name, target, id, queues, depth, logicalBlockSize, zeroCopy, userCopy, batchIo, threadsPerQueue, affinity, maxIoBufBytes, recovery, recoveryReissue, recoveryFailIo, readOnly, ioScheduler, shared, file, bufferedIo, offset, size, writeSubmit, mtimeStamp, host, port, unix, export, reconnectTimeout, ioTimeout, sendZc, module, set';
+    'name, target, id, queues, depth, logicalBlockSize, zeroCopy, userCopy, batchIo, threadsPerQueue, affinity, busyPoll, maxIoBufBytes, recovery, recoveryReissue, recoveryFailIo, readOnly, ioScheduler, shared, file, bufferedIo, offset, size, writeSubmit, mtimeStamp, host, port, unix, export, reconnectTimeout, ioTimeout, sendZc, module, set';
   const clash = 'two disks that write one file corrupt it (only read-only disks, or disks that all say --shared, may share one)';
   const expected = [
     `${f}: colour is not a setting (known: $schema, service, devices)`,
@@ -264,6 +264,7 @@ test('every device setting reaches the AddSpec', () => {
       batchIo: true,
       threadsPerQueue: 1,
       affinity: 'cpu',
+      busyPoll: 0,
       recovery: true,
       recoveryReissue: false,
       recoveryFailIo: true,

@@ -112,6 +112,7 @@ test('json form', () => {
       { qid: 1, tid: 1239112, affinity: null },
     ],
     threads_per_queue: 1,
+    busy_poll_us: 0,
     target: { ...state.target, zero_copy: 'auto', data_mode: 'zc_auto' },
     managed: true,
   });
@@ -122,6 +123,9 @@ test('json form', () => {
   assert.equal(foreign.threads_per_queue, null);
   const twoThreads = deviceJson({ info, params, state: { ...state, spec: { ...state.spec, threadsPerQueue: 2 } } });
   assert.equal(twoThreads.threads_per_queue, 2);
+  const polling = deviceJson({ info, params, state: { ...state, spec: { ...state.spec, busyPoll: 200 } } });
+  assert.equal(polling.busy_poll_us, 200);
+  assert.equal(foreign.busy_poll_us, null);
   JSON.stringify(foreign); // no bigint left
 });
 
