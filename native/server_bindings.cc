@@ -137,8 +137,8 @@ class NativeServer : public Napi::ObjectWrap<NativeServer> {
       Napi::RangeError::New(env, "threadsPerQueue must be 1..depth, and 1 with batchIo").ThrowAsJavaScriptException();
       return;
     }
-    if (cfg.busy_poll_us > 1000 * 1000) {
-      Napi::RangeError::New(env, "busyPollUs must be 0..1000000").ThrowAsJavaScriptException();
+    if (cfg.busy_poll_us > 100 * 1000) {  // LIMITS.maxBusyPollUs (shared/add-options.ts)
+      Napi::RangeError::New(env, "busyPollUs must be 0..100000").ThrowAsJavaScriptException();
       return;
     }
     Napi::Value faults = o.Get("testFaults");
