@@ -50,6 +50,7 @@ export const ROWS = [
   { name: 'nbd-kernel-4c', kind: 'nbd-kernel', connections: 4, what: 'the kernel nbd driver, nbd-client -C 4 (four connections)', optIn: 'BENCH_NBD' },
   { name: 'ublk-nbd-copy', kind: 'ublk', cli: ['-t', 'nbd', '--host', '127.0.0.1', '--port', '@NBDPORT'], mode: 'copy', ref: 'nbd-kernel', optIn: 'BENCH_NBD' },
   { name: 'ublk-nbd-zc', kind: 'ublk', cli: ['-t', 'nbd', '--host', '127.0.0.1', '--port', '@NBDPORT', '-z'], mode: ['zc_auto', 'zc_explicit'], ref: 'nbd-kernel', optIn: 'BENCH_NBD' },
+  { name: 'ublk-nbd-copy-bp', kind: 'ublk', cli: ['-t', 'nbd', '--host', '127.0.0.1', '--port', '@NBDPORT', '--busy-poll', '200'], mode: 'copy', ref: 'nbd-kernel', optIn: 'BENCH_NBD' },
   { name: 'ublk-nbd-copy-4q', kind: 'ublk', cli: ['-t', 'nbd', '--host', '127.0.0.1', '--port', '@NBDPORT', '-q', '4'], mode: 'copy', ref: 'nbd-kernel-4c', optIn: 'BENCH_NBD' },
   { name: 'ublk-nbd-zc-4q', kind: 'ublk', cli: ['-t', 'nbd', '--host', '127.0.0.1', '--port', '@NBDPORT', '-q', '4', '-z'], mode: ['zc_auto', 'zc_explicit'], ref: 'nbd-kernel-4c', optIn: 'BENCH_NBD' },
   // The reference C server, for the "at least what ublksrv reached": only with

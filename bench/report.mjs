@@ -90,12 +90,13 @@ export function tables(res, md) {
     const body = rows.map((rn) => {
       const row = res.rows[rn];
       const rec = cell(row, jn);
-      if (!rec) return [rn, row.status === 'ok' ? 'not run' : row.status, '', '', '', '', '', ''];
-      if (rec.error) return [rn, 'ERROR', '', '', '', '', '', ''];
+      if (!rec) return [rn, row.status === 'ok' ? 'not run' : row.status, '', '', '', '', '', '', '', ''];
+      if (rec.error) return [rn, 'ERROR', '', '', '', '', '', '', '', ''];
       return [rn, f0(rec.iops) + (rec.contended ? '†' : ''), f1(rec.mibps), lat(rec.clat_mean_us), lat(rec.clat_p99_us),
-        rec.srv_cpu_us_per_io != null ? f1(rec.srv_cpu_us_per_io) : '', rec.srv_js_cpu_pct != null ? f1(rec.srv_js_cpu_pct) : '', f2(rec.ratio_vs_loop)];
+        rec.srv_cpu_us_per_io != null ? f1(rec.srv_cpu_us_per_io) : '', rec.srv_js_cpu_pct != null ? f1(rec.srv_js_cpu_pct) : '',
+        rec.guest_cpu_us_per_io != null ? f1(rec.guest_cpu_us_per_io) : '', rec.guest_busy_pct != null ? f1(rec.guest_busy_pct) : '', f2(rec.ratio_vs_loop)];
     });
-    out.push(...table(['row', 'IOPS', 'MiB/s', 'clat mean µs', 'clat p99 µs', 'server CPU µs/IO', 'of it JS %', '× ref'], body, md), '');
+    out.push(...table(['row', 'IOPS', 'MiB/s', 'clat mean µs', 'clat p99 µs', 'server CPU µs/IO', 'of it JS %', 'guest CPU µs/IO', 'guest busy %', '× ref'], body, md), '');
   }
   h('IOPS (= MiB/s) as a multiple of the row\'s reference (kernel-loop; nbd rows: the kernel nbd driver with as many connections; js rows: the native null target)');
   const body = rows.map((rn) => [rn, ...jobs.map((jn) => {
@@ -137,6 +138,7 @@ export function markdown(res) {
   const anyU = rowNames(res).map((n) => res.rows[n]).find((r) => r.info?.queue_depth);
   if (anyU) L.push(`- ublk devices: ${anyU.info.nr_hw_queues} queue, depth ${anyU.info.queue_depth}, max request ${anyU.info.max_rq_size} B (CLI defaults)`);
   L.push('- server CPU µs/IO: Δ(utime+stime) summed over /proc/PID/task/*/stat of the server process across the fio run, ÷ I/Os the ublk disk saw in that window (/sys/block/ublkbN/stat completions + merges, ramp included)');
+  L.push('- guest CPU µs/IO and guest busy %: the whole guest\'s busy time (/proc/stat, all CPUs, idle and iowait excluded: fio, the server, an NBD server, kernel threads, softirq) across the fio run, ÷ the same I/Os; busy % of all vCPUs. Comparable between a server in the kernel and one in a process');
   const hc = res.host?.contention;
   if (hc) L.push(`- host load from others while measuring: mean ${hc.foreign_cpu_pct_mean}% / max ${hc.foreign_cpu_pct_max}% of a CPU, up to ${hc.foreign_qemu_max} other QEMU guest(s); ${hc.contended_jobs} contended job(s) (marked †); waited ${hc.waited_s} s for a quiet host`);
   L.push('- one boot; every device set up first, then each job run on every row back to back; the same job moves ~30% between boots (more on a busy host): compare rows within this file, not across files', '');

@@ -156,6 +156,12 @@ function threadTicks(pid) {
   }
   return out;
 }
+/** Busy and total ticks of the whole guest (every CPU, /proc/stat's cpu line; idle and iowait are not busy). */
+function guestTicks() {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3] - f[4], total };
+}
 /** I/Os as submitted (completed requests + merged bios) of a block device, from /sys/block/X/stat. */
 function diskIos(dev) {
   if (!dev) return null;
@@ -229,6 +235,7 @@ function runJob(job, target, server) {
   const outFile = path.join(cfg.workDir, 'fio.json');
   try { fs.unlinkSync(outFile); } catch { /* none */ }
   const before = server ? threadTicks(server.pid) : null;
+  const gBefore = guestTicks();
   const dBefore = diskIos(target.dev);
   const tw = process.hrtime.bigint();
   const tStart = Date.now();
@@ -236,6 +243,7 @@ function runJob(job, target, server) {
   const r = sh('fio', fioArgs(job, target.filename, outFile), { timeout: (job.ios ? 720 : cfg.runtime + cfg.ramp + 120) * 1000 });
   const wall = Number(process.hrtime.bigint() - tw) / 1e9;
   const after = server ? threadTicks(server.pid) : null;
+  const gAfter = guestTicks();
   const dAfter = diskIos(target.dev);
   const rec = { wall_s: +wall.toFixed(2), t_start: tStart, t_end: Date.now() };
   let j;
@@ -260,6 +268,13 @@ function runJob(job, target, server) {
     rec.dev_ios = dAfter.ios - dBefore.ios; // requests the device completed, ramp included
     rec.dev_merges = dAfter.merges - dBefore.merges;
   }
+  // the whole guest (fio, the server, an NBD server, kernel threads, softirq): comparable across
+  // rows whose server is a process and rows whose server is in the kernel
+  const gBusy = gAfter.busy - gBefore.busy;
+  const gTotal = gAfter.total - gBefore.total;
+  rec.guest_busy_pct = gTotal > 0 ? +(100 * gBusy / gTotal).toFixed(1) : null;
+  const nIo = (rec.dev_ios ?? 0) + (rec.dev_merges ?? 0);
+  rec.guest_cpu_us_per_io = nIo > 0 ? (gBusy / CLK_TCK) * 1e6 / nIo : null;
   if (rss) rec.srv_rss_kb = rss.stop();
   if (server) {
     if (!after) {
@@ -499,7 +514,7 @@ function aggregate(list) {
   const near = ok.reduce((a, b) => (Math.abs(b.iops - mi) < Math.abs(a.iops - mi) ? b : a));
   const out = { ...near, rounds: list, rounds_ok: ok.length };
   delete out.round;
-  for (const k of ['iops', 'mibps', 'clat_mean_us', 'clat_p99_us', 'srv_cpu_us_per_io', 'srv_cpu_pct_of_wall', 'srv_js_cpu_pct', 'fio_usr_cpu_pct', 'fio_sys_cpu_pct']) {
+  for (const k of ['iops', 'mibps', 'clat_mean_us', 'clat_p99_us', 'srv_cpu_us_per_io', 'srv_cpu_pct_of_wall', 'srv_js_cpu_pct', 'fio_usr_cpu_pct', 'fio_sys_cpu_pct', 'guest_busy_pct', 'guest_cpu_us_per_io']) {
     const m = med(k);
     if (m !== undefined) out[k] = m;
   }
@@ -529,7 +544,8 @@ for (let round = 0; round < rounds; round++) {
         log(`${jn} ${name}${tag}: ERROR ${rec.error}`);
       } else {
         const cpu = rec.srv_cpu_us_per_io != null ? `, server ${rec.srv_cpu_us_per_io.toFixed(1)} µs/IO (${rec.srv_cpu_pct_of_wall}% of wall)` : '';
-        log(`${jn} ${name}${tag}: ${rec.iops.toFixed(0)} IOPS, ${rec.mibps.toFixed(1)} MiB/s, clat ${rec.clat_mean_us.toFixed(0)}/${rec.clat_p99_us.toFixed(0)} µs mean/p99${cpu}`);
+        const guest = rec.guest_cpu_us_per_io != null ? `, guest ${rec.guest_cpu_us_per_io.toFixed(1)} µs/IO (${rec.guest_busy_pct}% busy)` : '';
+        log(`${jn} ${name}${tag}: ${rec.iops.toFixed(0)} IOPS, ${rec.mibps.toFixed(1)} MiB/s, clat ${rec.clat_mean_us.toFixed(0)}/${rec.clat_p99_us.toFixed(0)} µs mean/p99${cpu}${guest}`);
       }
       save();
     }

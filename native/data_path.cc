@@ -85,13 +85,14 @@ void QueueThread::submit_socket_step(unsigned tag) {
   const __u32 left = io.len - s.done;
   const bool zc = cfg_.mode == DataMode::ZcAuto || cfg_.mode == DataMode::ZcExplicit;
   const bool prefix = io.prefix_len > 0 && s.done == 0 && io.to_file;
+  const int send_flags = MSG_WAITALL | MSG_NOSIGNAL | (io.more ? MSG_MORE : 0);
   struct io_uring_sqe *last = nullptr;
   s.pending = 0;
   s.prefix_in_data = false;
 
   if (prefix && (zc || io.send_zc || left == 0)) {
     struct io_uring_sqe *p = get_sqe();
-    io_uring_prep_send(p, io.file, io.prefix, io.prefix_len, MSG_WAITALL | MSG_NOSIGNAL | (left ? MSG_MORE : 0));
+    io_uring_prep_send(p, io.file, io.prefix, io.prefix_len, send_flags | (left ? MSG_MORE : 0));
     p->flags = IOSQE_FIXED_FILE | (left || io.link_out ? IOSQE_IO_LINK : 0);
     p->user_data = make_user_data(Kind::DataRw, tag, kOpPrefix);  // its bytes are not the request's
     s.pending++;
@@ -101,7 +102,7 @@ void QueueThread::submit_socket_step(unsigned tag) {
     if (zc && s.manual_reg) prep_buf_cmd(get_sqe(), true, tag);
     struct io_uring_sqe *d = get_sqe();
     if (zc && io.to_file) {
-      io_uring_prep_send_zc_fixed(d, io.file, (void *)(uintptr_t)s.done, left, MSG_WAITALL | MSG_NOSIGNAL, 0, tag);
+      io_uring_prep_send_zc_fixed(d, io.file, (void *)(uintptr_t)s.done, left, send_flags, 0, tag);
       s.pending++;  // and its notification
     } else if (zc) {
       io_uring_prep_read_fixed(d, io.file, (void *)(uintptr_t)s.done, left, 0, (int)tag);
@@ -111,13 +112,13 @@ void QueueThread::submit_socket_step(unsigned tag) {
       s.msg = {};
       s.msg.msg_iov = s.iov;
       s.msg.msg_iovlen = 2;
-      io_uring_prep_sendmsg(d, io.file, &s.msg, MSG_WAITALL | MSG_NOSIGNAL);
+      io_uring_prep_sendmsg(d, io.file, &s.msg, send_flags);
       s.prefix_in_data = true;
     } else if (io.to_file && io.send_zc) {
-      io_uring_prep_send_zc(d, io.file, s.buf + s.done, left, MSG_WAITALL | MSG_NOSIGNAL, 0);
+      io_uring_prep_send_zc(d, io.file, s.buf + s.done, left, send_flags, 0);
       s.pending++;  // and its notification
     } else if (io.to_file) {
-      io_uring_prep_send(d, io.file, s.buf + s.done, left, MSG_WAITALL | MSG_NOSIGNAL);
+      io_uring_prep_send(d, io.file, s.buf + s.done, left, send_flags);
     } else {
       io_uring_prep_recv(d, io.file, s.buf + s.done, left, MSG_WAITALL);
     }

@@ -101,6 +101,10 @@ struct DataIo {
   // IOSQE_IO_LINK), and with link_out the caller's next SQE follows them. Socket writes of several
   // requests stay in order this way.
   bool link_out = false;
+  // Socket send: more of the stream follows in the chain (MSG_MORE), so TCP holds these bytes
+  // for one segment with the next instead of pushing each request alone (bench/README.md "NBD
+  // sends").
+  bool more = false;
 };
 
 // A completion of an SQE the target submitted (QueueThread::target_sqe): for `tag`, or for no

@@ -2,9 +2,12 @@
 // gateway), one connection per queue, served on the queue threads' rings. Options (targets/nbd.ts):
 // host + port or unix, name, reconnect (0: off), reconnectTimeoutMs, ioTimeoutMs, sendZc.
 //
-// Per queue: requests go out as one chain of linked sends per loop pass (header, and for a write
-// its data in the same operation where the data mode allows: DataIo's prefix), so the stream
-// stays in order; replies are read by a receive loop of no tag. A bulk receive takes what the
+// Per queue: a loop pass's requests go out in one SENDMSG of no tag (every header, and in copy
+// mode the write data from the tags' buffers), followed in one linked chain by the writes whose
+// data goes from the request's own pages or by SEND_ZC (DataIo, the header as its prefix), so the
+// stream stays in order; one operation instead of a chain of one send per request, whose every
+// link costs the ring a task-work round (bench/README.md "NBD sends"). Replies are read by a
+// receive loop of no tag. A bulk receive takes what the
 // socket holds (up to kRxBytes) and the replies are parsed from it; in copy mode a read's data is
 // copied to its tag's buffer and what of it is not there yet received straight into that buffer.
 // Zero copy reads a reply at a time while a read is on the wire (16-byte header, then the data
@@ -28,6 +31,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -482,7 +486,10 @@ struct NbdTag {
 };
 static_assert(sizeof(NbdTag) <= 64, "NbdTag fits the tag_bytes asked for");
 
-enum NbdOp : unsigned { kOpSend = 1, kOpRecvReply = 2, kOpTimer = 3, kOpRecvData = 4 };
+enum NbdOp : unsigned { kOpSendBatch = 1, kOpRecvReply = 2, kOpTimer = 3, kOpRecvData = 4 };
+
+// The most iovecs one SENDMSG takes (the kernel's UIO_MAXIOV); more requests wait for the next.
+constexpr size_t kMaxIov = IOV_MAX;
 
 // Copy mode's receive buffer: 32 KiB holds 2048 write replies or seven 4k reads; a larger read's
 // data beyond it is received straight into the tag's buffer (one copy, not two). See
@@ -500,6 +507,12 @@ struct NbdQueue {
   unsigned conn_ops = 0;  // SQEs in flight on this connection
   std::vector<unsigned> fifo;  // tags waiting to be sent, in arrival order
   unsigned sending = 0;   // tags of the send chain in flight
+  // the chain's SENDMSG: its tags, iovecs and bytes (one chain in flight at a time)
+  std::vector<unsigned> batch;
+  std::vector<unsigned> linked;  // the chain's writes after it, with operations of their own
+  std::vector<struct iovec> iov;
+  struct msghdr msg = {};
+  uint64_t batch_bytes = 0, batch_write_bytes = 0;
   unsigned on_wire = 0;   // requests sent, their replies not yet read
   unsigned reads_on_wire = 0;  // of them, reads with data
   WireReply reply;        // a reply at a time: the one being read
@@ -556,6 +569,9 @@ int nbd_init_queue(QueueThread &q, std::string &why) {
   nq->fixed = QueueThread::target_file(q.queue_id());
   nq->fd = q.target_device().files[q.queue_id()];
   nq->fifo.reserve(q.config().depth);
+  nq->batch.reserve(q.config().depth);
+  nq->linked.reserve(q.config().depth);
+  nq->iov.reserve(std::min<size_t>(kMaxIov, 2 * (size_t)q.config().depth));
   nq->copy_mode = q.tag_buffer(q.worker()) != nullptr;
   nq->rx.resize(kRxBytes);
   {
@@ -597,7 +613,8 @@ void nbd_queue_io(QueueThread &q, unsigned tag) {
   nq.fifo.push_back(tag);
 }
 
-// Sends every waiting request as one chain, when no chain is in flight and the connection is up.
+// Sends the waiting requests as one chain (the SENDMSG, then the writes with operations of their
+// own), when no chain is in flight and the connection is up.
 void nbd_pass_done(QueueThread &q) {
   NbdQueue &nq = queue(q);
   if (!nq.up || nq.sending > 0 || nq.fifo.empty()) return;
@@ -605,36 +622,63 @@ void nbd_pass_done(QueueThread &q) {
   if (!nq.copy_mode && nq.bulk_armed && fifo_has_read(q, nq)) return;
   NbdDevice &d = device(q);
   const uint64_t now = now_ms();
-  const size_t n = nq.fifo.size();
-  for (size_t i = 0; i < n; i++) {
-    const unsigned tag = nq.fifo[i];
-    const bool last = i + 1 == n;
+  nq.batch.clear();
+  nq.linked.clear();
+  nq.iov.clear();
+  nq.batch_bytes = nq.batch_write_bytes = 0;
+  size_t taken = 0;
+  for (; taken < nq.fifo.size(); taken++) {
+    const unsigned tag = nq.fifo[taken];
     NbdTag &t = tag_of(q, tag);
+    const bool write_data = ntohs(t.req.type) == kCmdWrite && t.len > 0;
+    if (write_data && (!nq.copy_mode || d.send_zc)) {
+      nq.linked.push_back(tag);
+    } else {
+      if (nq.iov.size() + (write_data ? 2 : 1) > kMaxIov) break;
+      nq.iov.push_back({&t.req, sizeof(t.req)});
+      nq.batch_bytes += sizeof(t.req);
+      if (write_data) {
+        nq.iov.push_back({q.tag_buffer(tag), t.len});
+        nq.batch_bytes += t.len;
+        nq.batch_write_bytes += t.len;
+      }
+      nq.batch.push_back(tag);
+    }
     t.state = kSending;
     t.sent_ms = now;
     nq.on_wire++;
     if (is_data_read(t)) nq.reads_on_wire++;
-    if (ntohs(t.req.type) == kCmdWrite && t.len > 0) {
-      DataIo io;
-      io.file = nq.fixed;
-      io.len = t.len;
-      io.to_file = true;
-      io.socket = true;
-      io.prefix = &t.req;
-      io.prefix_len = sizeof(t.req);
-      io.send_zc = d.send_zc;
-      io.link_out = !last;
-      io.then_target = true;
-      q.start_data(tag, io);
-    } else {
-      struct io_uring_sqe *sqe = q.target_sqe(tag, kOpSend, nq.conn);
-      io_uring_prep_send(sqe, nq.fixed, &t.req, sizeof(t.req), MSG_WAITALL | MSG_NOSIGNAL);
-      sqe->flags |= IOSQE_FIXED_FILE | (last ? 0 : IOSQE_IO_LINK);
-    }
+  }
+  if (!nq.batch.empty()) {
+    const bool more = !nq.linked.empty();
+    struct io_uring_sqe *sqe = q.target_sqe(kNoTag, kOpSendBatch, nq.conn);
+    nq.msg = {};
+    nq.msg.msg_iov = nq.iov.data();
+    nq.msg.msg_iovlen = nq.iov.size();
+    io_uring_prep_sendmsg(sqe, nq.fixed, &nq.msg, MSG_WAITALL | MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+    sqe->flags |= IOSQE_FIXED_FILE | (more ? IOSQE_IO_LINK : 0);
     nq.conn_ops++;
   }
-  nq.sending = (unsigned)n;
-  nq.fifo.clear();
+  for (size_t i = 0; i < nq.linked.size(); i++) {
+    const unsigned tag = nq.linked[i];
+    const bool last = i + 1 == nq.linked.size();
+    NbdTag &t = tag_of(q, tag);
+    DataIo io;
+    io.file = nq.fixed;
+    io.len = t.len;
+    io.to_file = true;
+    io.socket = true;
+    io.prefix = &t.req;
+    io.prefix_len = sizeof(t.req);
+    io.send_zc = d.send_zc;
+    io.link_out = !last;
+    io.more = !last;
+    io.then_target = true;
+    q.start_data(tag, io);
+    nq.conn_ops++;
+  }
+  nq.sending = (unsigned)(nq.batch.size() + nq.linked.size());
+  nq.fifo.erase(nq.fifo.begin(), nq.fifo.begin() + (long)taken);
 }
 
 // Every request this queue holds goes out again on a new connection (they were sent, or not, on
@@ -779,6 +823,30 @@ void sent(QueueThread &q, NbdQueue &nq, unsigned tag, int res, unsigned conn) {
   if (ntohs(t.req.type) == kCmdWrite) q.count(kCntBytesSent, t.len);
   if (t.state == kSending) t.state = kAwaiting;
   if (nq.sending > 0) nq.sending--;
+}
+
+// The chain's SENDMSG went out whole (or failed, or stopped short: the stream's framing is lost).
+void batch_sent(QueueThread &q, NbdQueue &nq, int res, unsigned conn) {
+  if (conn != nq.conn || nq.broken) {
+    for (unsigned tag : nq.batch) fail_if_dead(q, nq, tag);
+    // cleared first: draining the last old operation may resume and send a new chain
+    nq.batch.clear();
+    drained_old(q, nq, conn, kNoTag);
+    return;
+  }
+  nq.conn_ops--;
+  if (res != (int64_t)nq.batch_bytes) {
+    for (unsigned tag : nq.batch)
+      if (tag_of(q, tag).state == kSending) tag_of(q, tag).state = kQueued;  // to be sent again, or failed
+    nq.batch.clear();
+    connection_lost(q, nq, res < 0 ? std::string("send: ") + strerror(-res) : "short send");
+    return;
+  }
+  q.count(kCntBytesSent, nq.batch_write_bytes);
+  for (unsigned tag : nq.batch)
+    if (tag_of(q, tag).state == kSending) tag_of(q, tag).state = kAwaiting;
+  nq.sending -= std::min<unsigned>(nq.sending, (unsigned)nq.batch.size());
+  nq.batch.clear();
 }
 
 void reply_done(QueueThread &q, NbdQueue &nq) {
@@ -941,8 +1009,8 @@ void on_tick(QueueThread &q, NbdQueue &nq) {
 void nbd_io_done(QueueThread &q, const TargetCqe &c) {
   NbdQueue &nq = queue(q);
   switch (c.op) {
-    case kOpSend:
-      sent(q, nq, c.tag, c.res == (int)sizeof(WireRequest) ? 0 : c.res < 0 ? c.res : -EPIPE, c.sub);
+    case kOpSendBatch:
+      batch_sent(q, nq, c.res, c.sub);
       return;
     case kOpRecvReply:
       if (drained_old(q, nq, c.sub, kNoTag)) return;
