@@ -273,7 +273,7 @@ function runJob(job, target, server) {
   const gBusy = gAfter.busy - gBefore.busy;
   const gTotal = gAfter.total - gBefore.total;
   rec.guest_busy_pct = gTotal > 0 ? +(100 * gBusy / gTotal).toFixed(1) : null;
-  const nIo = (rec.dev_ios ?? 0) + (rec.dev_merges ?? 0);
+  const nIo = (rec.dev_ios ?? 0) + (rec.dev_merges ?? 0); // I/Os as fio submitted them, over the same window
   rec.guest_cpu_us_per_io = nIo > 0 ? (gBusy / CLK_TCK) * 1e6 / nIo : null;
   if (rss) rec.srv_rss_kb = rss.stop();
   if (server) {
@@ -295,13 +295,12 @@ function runJob(job, target, server) {
         if (d) byName[k] = +((byName[k] ?? 0) + d / CLK_TCK).toFixed(2);
       }
       rec.srv_cpu_by_thread = byName;
-      const n = (rec.dev_ios ?? 0) + (rec.dev_merges ?? 0); // I/Os as fio submitted them, over the same window
       rec.srv_cpu_s = tot / CLK_TCK;
       rec.srv_queue_cpu_s = q / CLK_TCK;
       // the Node main thread: JavaScript (a js target's handlers and its hand-off), idle otherwise
       rec.srv_js_cpu_pct = tot > 0 ? +(100 * main / tot).toFixed(1) : null;
       rec.srv_cpu_pct_of_wall = +(100 * rec.srv_cpu_s / wall).toFixed(1);
-      rec.srv_cpu_us_per_io = n > 0 ? (rec.srv_cpu_s * 1e6) / n : null;
+      rec.srv_cpu_us_per_io = nIo > 0 ? (rec.srv_cpu_s * 1e6) / nIo : null;
     }
   }
   return rec;

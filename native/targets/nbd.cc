@@ -31,8 +31,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <climits>
 #include <atomic>
+#include <climits>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
